@@ -1,0 +1,1 @@
+"""serl_launcher.agents."""

@@ -1,0 +1,115 @@
+"""Conventions shared by every environment, simulated or real. One place, one meaning.
+
+Poses
+    Position in metres in the robot base frame, orientation as a unit quaternion ordered
+    **(x, y, z, w)**. The quaternion's sign is chosen so that its dot product with the reset
+    orientation is non-negative, so observations do not jump between q and -q near the reset pose.
+
+Actions (end-effector deltas, every component in [-1, 1])
+    ``[dx, dy, dz, gripper]`` or ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``.
+    Translations are in the base frame and scaled by the env's ``pos_scale`` (metres per step at
+    |a| = 1). Rotations are a base-frame rotation vector scaled by ``rot_scale`` (radians per step)
+    and pre-multiply the current orientation. The commanded pose is clipped to the env's workspace.
+
+Gripper
+    Action: ``+1`` closes, ``-1`` opens; ``|a| < 0.5`` keeps the current command (a binary gripper
+    with a dead band, as on the real hand). Observation ``gripper_pose``: 0 fully open, 1 fully
+    closed (fraction of the stroke).
+
+State vector
+    ``observations["state"]`` is a float32 vector built from named fields in the order a
+    :class:`StateLayout` gives. Code that needs one field asks the layout for its slice instead of
+    using magic indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+GRIPPER_CLOSE = 1.0
+GRIPPER_OPEN = -1.0
+GRIPPER_DEAD_BAND = 0.5
+
+# Proprioceptive fields with their sizes. Envs pick a subset, in this order.
+PROPRIO_FIELD_SIZES: dict[str, int] = {
+    "tcp_pose": 7,  # position (3) + quaternion xyzw (4)
+    "tcp_vel": 6,  # linear (3) + angular (3), base frame
+    "gripper_pose": 1,  # 0 open .. 1 closed
+    "tcp_force": 3,
+    "tcp_torque": 3,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StateLayout:
+    """Ordered named fields of a flat state vector."""
+
+    fields: tuple[tuple[str, int], ...]
+
+    def __post_init__(self):
+        names = [name for name, _ in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate state field names in {names}")
+        for name, size in self.fields:
+            if size <= 0:
+                raise ValueError(f"state field {name!r} has non-positive size {size}")
+
+    @classmethod
+    def from_names(cls, names: tuple[str, ...], extra: Mapping[str, int] | None = None) -> StateLayout:
+        sizes = {**PROPRIO_FIELD_SIZES, **(extra or {})}
+        unknown = [n for n in names if n not in sizes]
+        if unknown:
+            raise ValueError(f"unknown state fields {unknown}; known: {sorted(sizes)}")
+        return cls(tuple((n, sizes[n]) for n in names))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.fields)
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size in self.fields)
+
+    def slice(self, name: str) -> slice:
+        start = 0
+        for field, size in self.fields:
+            if field == name:
+                return slice(start, start + size)
+            start += size
+        raise KeyError(f"no state field {name!r}; fields are {self.names}")
+
+    def pack(self, values: Mapping[str, np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """Named values -> (size,) float32 vector."""
+        if out is None:
+            out = np.empty(self.size, dtype=np.float32)
+        start = 0
+        for name, size in self.fields:
+            out[start : start + size] = values[name]
+            start += size
+        return out
+
+    def unpack(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """(..., size) vector -> dict of (..., field size) views."""
+        if state.shape[-1] != self.size:
+            raise ValueError(f"state has {state.shape[-1]} entries, layout {self.names} needs {self.size}")
+        out, start = {}, 0
+        for name, size in self.fields:
+            out[name] = state[..., start : start + size]
+            start += size
+        return out
+
+
+def wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
+    return np.concatenate([q[..., 1:], q[..., :1]], axis=-1)
+
+
+def xyzw_to_wxyz(q: np.ndarray) -> np.ndarray:
+    return np.concatenate([q[..., 3:], q[..., :3]], axis=-1)
+
+
+def align_quat_sign(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Returns q or -q, whichever has a non-negative dot product with `reference` (same order)."""
+    return -q if float(np.dot(q, reference)) < 0.0 else q

@@ -1,0 +1,41 @@
+"""One distribution for the library, the sim tasks, the robot infrastructure and the experiments."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="serl-jax",
+    version="0.1.0",
+    description="Sample-efficient robot RL with a human in the loop (JAX/Flax, SERL/HIL-SERL style).",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["serl_launcher*", "sim_envs*", "robot_infra*", "experiments*"]
+    ),
+    package_data={"sim_envs": ["xmls/*.xml"], "experiments": ["*/*.sh"]},
+    install_requires=[
+        "absl-py",
+        "chex",
+        "distrax",
+        "dm-robotics-transformations",
+        "flax",
+        "gymnasium>=1.0",
+        "imageio",
+        "imageio-ffmpeg",
+        "jax",
+        "matplotlib",
+        "ml-collections",
+        "msgpack",
+        "mujoco>=3.2",
+        "numpy",
+        "opencv-python-headless",
+        "optax",
+        "orbax-checkpoint",
+        "pyzmq",
+        # distrax imports tensorflow_probability; only the nightly works with current jax.
+        "tfp-nightly",
+        "tqdm",
+    ],
+    extras_require={
+        "robot": ["dynamixel-sdk", "hidapi", "pynput", "pyserial"],
+        "dev": ["pytest", "pytest-timeout", "ruff"],
+    },
+)

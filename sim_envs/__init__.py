@@ -1,0 +1,25 @@
+"""MuJoCo tasks. Importing this package registers the gymnasium ids:
+
+- ``PandaPickCube-v0``: state observations (proprio + cube position).
+- ``PandaPickCubeVision-v0``: proprio + ``front`` and ``wrist`` camera images.
+
+It also selects a headless OpenGL backend when there is no display (see
+:mod:`sim_envs.rendering`): MuJoCo reads ``MUJOCO_GL`` once, at its first import, so the choice
+has to be made before any module here imports mujoco.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from sim_envs.rendering import select_gl_backend
+
+select_gl_backend()
+
+ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0")
+
+if "PandaPickCube-v0" not in registry:
+    register(id="PandaPickCube-v0", entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv")
+    register(
+        id="PandaPickCubeVision-v0",
+        entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv",
+        kwargs={"image_obs": True},
+    )

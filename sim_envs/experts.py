@@ -1,0 +1,116 @@
+"""A scripted expert for pick-cube: approach, descend, grasp, lift.
+
+It stands in for a person wherever there is none (demo recording, the default pipeline, tests) and
+speaks the intervention-device interface of :mod:`serl_launcher.human.base`. It is closed-loop and
+decides its phase from the simulator's state each step, so it can take over from a policy in any
+state (cube knocked away, gripper closed on nothing) and still finish the task. It reads
+privileged simulator state (the cube's position), which is why it lives next to the env.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from serl_launcher import conventions
+from serl_launcher.human.base import DeviceAction
+from sim_envs.panda_pick_cube import PandaPickCubeEnv
+
+
+class PickCubeExpert:
+    """Proposes pick-cube actions; takes over on every step it is asked.
+
+    Args:
+        env: a pick-cube env (wrappers allowed; the expert reads ``env.unwrapped``).
+        noise: standard deviation of Gaussian noise added to the translation commands (in action
+            units) while the gripper is open, for diverse demonstrations.
+        seed: seed of the noise generator.
+        hover_height: metres above the cube at which the gripper aligns before descending.
+        xy_tolerance: horizontal misalignment (metres) below which the gripper descends fully;
+            it closes once within twice this and near grasp height.
+        grasp_wait: steps to let the fingers close before judging the grasp.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        noise: float = 0.0,
+        seed: int | None = None,
+        hover_height: float = 0.06,
+        xy_tolerance: float = 0.005,
+        grasp_wait: int = 2,
+    ):
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, PandaPickCubeEnv):
+            raise TypeError(f"PickCubeExpert needs a PandaPickCubeEnv, got {type(unwrapped).__name__}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        self._env = unwrapped
+        self.noise = noise
+        self.hover_height = hover_height
+        self.xy_tolerance = xy_tolerance
+        self.grasp_wait = grasp_wait
+        self._rng = np.random.default_rng(seed)
+        self._closed_steps = 0
+        self._rotations = unwrapped.config.action_mode == "xyz_rpy"
+
+    def reset(self) -> None:
+        self._closed_steps = 0
+
+    def close(self) -> None:
+        pass
+
+    def get_action(self, observation: dict[str, np.ndarray] | None = None) -> DeviceAction:
+        env = self._env
+        tcp, cube = env.tcp_pos(), env.cube_pos()
+        grasp_z = cube[2]
+        lift_z = env.config.lift_height + 0.04 + grasp_z
+        xy_error = np.linalg.norm(cube[:2] - tcp[:2])
+
+        if env.gripper_closed:
+            self._closed_steps += 1
+            if self._closed_steps <= self.grasp_wait:
+                target, grip = tcp, conventions.GRIPPER_CLOSE  # let the fingers close
+            elif env.is_grasped():
+                target, grip = np.array([tcp[0], tcp[1], lift_z]), conventions.GRIPPER_CLOSE
+            else:  # closed on nothing: open and back off upwards
+                target, grip = tcp + np.array([0.0, 0.0, 0.03]), conventions.GRIPPER_OPEN
+        else:
+            self._closed_steps = 0
+            grip = conventions.GRIPPER_OPEN
+            hover_z = grasp_z + self.hover_height
+            if tcp[2] < grasp_z + 0.035 and xy_error > 0.02:
+                # Fingers low and beside the cube: rise before moving sideways.
+                target = np.array([tcp[0], tcp[1], hover_z])
+            else:
+                # Glide down as the alignment improves: hover when far, grasp height when aligned.
+                descent = np.clip((xy_error - self.xy_tolerance) / 0.02, 0.0, 1.0)
+                target = np.array([cube[0], cube[1], grasp_z + self.hover_height * descent])
+                if xy_error < 2 * self.xy_tolerance and tcp[2] - grasp_z < 0.008:
+                    grip = conventions.GRIPPER_CLOSE
+
+        translation = np.clip((target - tcp) / env.config.pos_scale, -1.0, 1.0)
+        if self.noise > 0 and not env.gripper_closed:  # steady hands while grasping and lifting
+            translation = np.clip(translation + self._rng.normal(0.0, self.noise, 3), -1.0, 1.0)
+        rotation = [np.zeros(3)] if self._rotations else []
+        action = np.concatenate([translation, *rotation, [grip]]).astype(np.float32)
+        return DeviceAction(action=action, intervening=True)
+
+
+def run_expert_episode(
+    env: gym.Env,
+    expert: PickCubeExpert,
+    seed: int | None = None,
+    render: bool = False,
+) -> dict:
+    """Runs one episode with the expert in control. Returns success, length and (if `render`) frames."""
+    obs, _ = env.reset(seed=seed)
+    expert.reset()
+    frames = [env.render()] if render else []
+    for step in range(1, 10**6):
+        obs, _, terminated, truncated, info = env.step(expert.get_action(obs).action)
+        if render:
+            frames.append(env.render())
+        if terminated or truncated:
+            return {"success": bool(info["success"]), "length": step, "frames": frames}
+    raise AssertionError("unreachable")

@@ -1,0 +1,39 @@
+"""Headless OpenGL selection for MuJoCo.
+
+MuJoCo picks its OpenGL backend from ``MUJOCO_GL`` when ``mujoco`` is first imported, so the choice
+must be made before that import. :func:`select_gl_backend` keeps any value the user set; with none
+and no display it picks EGL (GPU or Mesa's software driver) and falls back to OSMesa.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+
+
+def select_gl_backend() -> str:
+    """Sets MUJOCO_GL (and the matching PYOPENGL_PLATFORM) if unset; returns the backend in use."""
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen:
+        return chosen
+    if "mujoco" in sys.modules:
+        return "glfw"  # too late to choose: mujoco was imported with its default
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        if ctypes.util.find_library("EGL"):
+            chosen = "egl"
+        elif ctypes.util.find_library("OSMesa"):
+            chosen = "osmesa"
+        else:
+            return ""  # nothing headless found; rendering will raise a clear error when used
+        os.environ["MUJOCO_GL"] = chosen
+        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+        return chosen
+    return "glfw"
+
+
+RENDER_HELP = (
+    "Offscreen rendering failed (MUJOCO_GL={backend!r}). On a machine without a display set "
+    "MUJOCO_GL=egl (needs libegl1 and libgl1-mesa-dri) or MUJOCO_GL=osmesa (needs libosmesa6) "
+    "before starting Python; scripts/setup.sh installs both. Original error: {error}"
+)
