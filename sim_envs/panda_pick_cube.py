@@ -25,7 +25,7 @@ from ml_collections import config_dict
 
 from serl_launcher import conventions
 from sim_envs.controllers import DiffIKController
-from sim_envs.rendering import RENDER_HELP
+from sim_envs.rendering import RENDER_HELP, has_display
 
 XML_PATH = Path(__file__).parent / "xmls" / "pick_cube.xml"
 
@@ -48,6 +48,13 @@ ACTION_LAYOUTS = {"xyz": "[dx, dy, dz, gripper]", "xyz_rpy": "[dx, dy, dz, droll
 STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "cube_pos")
 VISION_STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose")
 EXTRA_FIELD_SIZES = {"cube_pos": 3}
+# Physical bounds of each state field (metres, unit quaternion, m/s and rad/s, stroke fraction).
+STATE_BOUNDS = {
+    "tcp_pose": ([-2.0] * 3 + [-1.0] * 4, [2.0] * 3 + [1.0] * 4),
+    "tcp_vel": ([-10.0] * 6, [10.0] * 6),
+    "gripper_pose": ([0.0], [1.0]),
+    "cube_pos": ([-5.0, -5.0, -1.0], [5.0, 5.0, 5.0]),
+}
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -134,9 +141,18 @@ class PandaPickCubeEnv(gym.Env):
             _validate_config(config)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if render_mode == "human" and not has_display():
+            raise RuntimeError(
+                "render_mode='human' opens MuJoCo's viewer window and needs a display; "
+                "use render_mode='rgb_array' for offscreen frames"
+            )
         self.config = config
         self.render_mode = render_mode
-        self.metadata = {**self.metadata, "render_fps": int(round(config.control_hz))}
+        # Without a display only offscreen rendering exists, so only that mode is declared.
+        self.metadata = {
+            "render_modes": ["rgb_array", "human"] if has_display() else ["rgb_array"],
+            "render_fps": int(round(config.control_hz)),
+        }
 
         self.model = mujoco.MjModel.from_xml_path(str(XML_PATH))
         self.model.opt.timestep = config.physics_dt
@@ -171,8 +187,10 @@ class PandaPickCubeEnv(gym.Env):
         self.state_layout = conventions.StateLayout.from_names(
             VISION_STATE_FIELDS if config.image_obs else STATE_FIELDS, EXTRA_FIELD_SIZES
         )
+        low = np.concatenate([STATE_BOUNDS[name][0] for name in self.state_layout.names])
+        high = np.concatenate([STATE_BOUNDS[name][1] for name in self.state_layout.names])
         obs_spaces: dict[str, spaces.Space] = {
-            "state": spaces.Box(-np.inf, np.inf, (self.state_layout.size,), np.float32)
+            "state": spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         }
         if config.image_obs:
             shape = (config.image_height, config.image_width, 3)

@@ -10,6 +10,14 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
+import warnings
+
+
+def has_display() -> bool:
+    """Whether a window can be opened (the interactive viewer, render_mode='human')."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
 
 
 def select_gl_backend() -> str:
@@ -17,9 +25,16 @@ def select_gl_backend() -> str:
     chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
     if chosen:
         return chosen
-    if "mujoco" in sys.modules:
-        return "glfw"  # too late to choose: mujoco was imported with its default
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    headless = not has_display()
+    if "mujoco" in sys.modules:  # too late to choose: mujoco was imported with its default
+        if headless:
+            warnings.warn(
+                "mujoco was imported before sim_envs with MUJOCO_GL unset and no display: "
+                "offscreen rendering will fail. Import sim_envs first or set MUJOCO_GL=egl.",
+                stacklevel=2,
+            )
+        return "glfw"
+    if headless:
         if ctypes.util.find_library("EGL"):
             chosen = "egl"
         elif ctypes.util.find_library("OSMesa"):
@@ -35,5 +50,6 @@ def select_gl_backend() -> str:
 RENDER_HELP = (
     "Offscreen rendering failed (MUJOCO_GL={backend!r}). On a machine without a display set "
     "MUJOCO_GL=egl (needs libegl1 and libgl1-mesa-dri) or MUJOCO_GL=osmesa (needs libosmesa6) "
-    "before starting Python; scripts/setup.sh installs both. Original error: {error}"
+    "before starting Python (or import sim_envs before mujoco, which picks one); "
+    "scripts/setup.sh installs both. Original error: {error}"
 )
