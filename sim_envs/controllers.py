@@ -11,7 +11,8 @@ Each IK update solves damped least squares (Levenberg-Marquardt / Wampler 1986):
     dq = J^T (J J^T + lambda^2 I)^-1 e  +  (I - J^+ J) k_null (q_home - q)
 
 with e = [p_target - p; rotvec(R_target R^T)] and a null-space pull towards the home posture that
-keeps the redundant 7th degree of freedom from drifting.
+keeps the redundant 7th degree of freedom from drifting. The projector uses the undamped
+pseudo-inverse J^+ so the posture pull cannot move the tool.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class DiffIKController:
         self._quat = np.zeros(4)
         self._quat_neg = np.zeros(4)
         self._quat_err = np.zeros(4)
-        self._eye6 = np.eye(6) * damping**2
+        self._damping_eye = np.eye(6) * damping**2
+        self._tiny_eye = np.eye(6) * 1e-9
         self._eye_n = np.eye(n)
 
     def site_pos(self) -> np.ndarray:
@@ -92,12 +94,17 @@ class DiffIKController:
         jac[3:] = self._jacr[:, self.dof_ids]
 
         q = data.qpos[self.qpos_ids]
-        # J^+ = J^T (J J^T + lambda^2 I)^-1, computed once and used for both terms.
-        jac_pinv = jac.T @ np.linalg.inv(jac @ jac.T + self._eye6)
-        dq = jac_pinv @ err
-        dq += (self._eye_n - jac_pinv @ jac) @ (self.nullspace_gain * (self.home_qpos - q))
+        # Task term with damping: dq = J^T (J J^T + lambda^2 I)^-1 e. The null-space projector must be
+        # exact (tiny regulariser only), or the posture pull leaks into the tool's motion and the
+        # tool drifts while the action is zero.
+        jjt = jac @ jac.T
+        dq = jac.T @ np.linalg.solve(jjt + self._damping_eye, err)
+        projector = self._eye_n - jac.T @ np.linalg.solve(jjt + self._tiny_eye, jac)
+        dq += projector @ (self.nullspace_gain * (self.home_qpos - q))
         np.clip(dq, -self.max_joint_step, self.max_joint_step, out=dq)
-        return np.clip(q + dq, self.q_low, self.q_high)
+        q += dq
+        np.clip(q, self.q_low, self.q_high, out=q)
+        return q
 
     def step(
         self,

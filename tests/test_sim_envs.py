@@ -172,7 +172,7 @@ def test_bad_config_raises():
     with pytest.raises(KeyError, match="unknown PandaPickCube config key 'lift_hieght'"):
         gym.make("PandaPickCube-v0", lift_hieght=0.1)
     with pytest.raises(ValueError, match="positive integer"):
-        make_config({"control_hz": 7.0})
+        make_config({"control_hz": 20.0})  # 12.5 physics steps of 4 ms
     with pytest.raises(ValueError, match="workspace_low"):
         make_config({"workspace_low": (0.5, 0, 0), "workspace_high": (0.4, 1, 1)})
     with pytest.raises(ValueError, match="action_mode"):
@@ -180,12 +180,12 @@ def test_bad_config_raises():
 
 
 def test_control_rate_is_configurable():
-    env = PandaPickCubeEnv(control_hz=20.0)
+    env = PandaPickCubeEnv(control_hz=25.0)
     env.reset(seed=0)
     t0 = env.data.time
     env.step(np.zeros(4, np.float32))
-    assert env.data.time - t0 == pytest.approx(0.05)
-    assert env.metadata["render_fps"] == 20
+    assert env.data.time - t0 == pytest.approx(0.04)
+    assert env.metadata["render_fps"] == 25
 
 
 def test_gripper_closes_and_opens():
@@ -242,3 +242,27 @@ def test_human_render_mode_without_display_fails_clearly(monkeypatch):
     with pytest.raises(RuntimeError, match="needs a display"):
         PandaPickCubeEnv(render_mode="human")
     assert PandaPickCubeEnv().metadata["render_modes"] == ["rgb_array"]
+
+
+def test_zero_action_holds_the_tool_still():
+    """The posture (null-space) pull must not move the tool: no drift while idle."""
+    env = PandaPickCubeEnv(max_episode_steps=200)
+    env.reset(seed=0, options={"cube_xy": (0.6, 0.2)})
+    for _ in range(5):
+        env.step(np.array([-0.5, 0.5, 1.0, 0.0], np.float32))
+    env.step(np.zeros(4, np.float32))  # let the last motion settle
+    start = env.tcp_pos()
+    for _ in range(100):
+        env.step(np.zeros(4, np.float32))
+    assert np.linalg.norm(env.tcp_pos() - start) < 0.003
+
+
+@pytest.mark.parametrize("physics_dt", [0.002, 0.004])
+def test_tracking_follows_commands(physics_dt):
+    env = PandaPickCubeEnv(physics_dt=physics_dt)
+    env.reset(seed=0, options={"cube_xy": (0.6, 0.2)})
+    start = env.tcp_pos()
+    for _ in range(5):
+        env.step(np.array([0.0, 0.0, -1.0, 0.0], np.float32))
+    moved = start[2] - env.tcp_pos()[2]
+    assert 0.8 * 5 * 0.04 <= moved <= 1.05 * 5 * 0.04, f"moved {moved:.3f} m for 0.20 m commanded"
