@@ -14,6 +14,7 @@ episode truncates (never terminates) after ``max_episode_steps``.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,10 @@ class PandaPickCubeEnv(gym.Env):
 
         self._image_renderer: mujoco.Renderer | None = None
         self._video_renderer: mujoco.Renderer | None = None
+        # GL contexts must be released before the interpreter tears modules down (OSMesa raises
+        # otherwise); a finalizer runs at exit even for envs nobody closed.
+        self._renderers: list[mujoco.Renderer] = []
+        weakref.finalize(self, _close_renderers, self._renderers)
         self._viewer = None
         self._state_buf = np.zeros(self.state_layout.size, dtype=np.float32)
         self._velocity = np.zeros(6)
@@ -291,9 +296,7 @@ class PandaPickCubeEnv(gym.Env):
         )
 
     def close(self) -> None:
-        for renderer in (self._image_renderer, self._video_renderer):
-            if renderer is not None:
-                renderer.close()
+        _close_renderers(self._renderers)
         self._image_renderer = self._video_renderer = None
         if self._viewer is not None:
             self._viewer.close()
@@ -392,7 +395,9 @@ class PandaPickCubeEnv(gym.Env):
 
     def _make_renderer(self, height: int, width: int) -> mujoco.Renderer:
         try:
-            return mujoco.Renderer(self.model, height, width)
+            renderer = mujoco.Renderer(self.model, height, width)
+            self._renderers.append(renderer)
+            return renderer
         except Exception as error:  # the GL backends raise several unrelated types
             raise RuntimeError(RENDER_HELP.format(backend=os.environ.get("MUJOCO_GL"), error=error)) from error
 
@@ -406,3 +411,8 @@ class PandaPickCubeEnv(gym.Env):
 
             self._viewer = mujoco.viewer.launch_passive(self.model, self.data)
         self._viewer.sync()
+
+
+def _close_renderers(renderers: list[mujoco.Renderer]) -> None:
+    while renderers:
+        renderers.pop().close()

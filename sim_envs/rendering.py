@@ -8,6 +8,7 @@ and no display it picks EGL (GPU or Mesa's software driver) and falls back to OS
 from __future__ import annotations
 
 import ctypes.util
+import logging
 import os
 import sys
 import warnings
@@ -22,6 +23,8 @@ def has_display() -> bool:
 
 def select_gl_backend() -> str:
     """Sets MUJOCO_GL (and the matching PYOPENGL_PLATFORM) if unset; returns the backend in use."""
+    # PyOpenGL logs a harmless "no OpenGL_accelerate" line at INFO, which absl prints.
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
     chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
     if chosen:
         return chosen

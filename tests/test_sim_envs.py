@@ -266,3 +266,24 @@ def test_tracking_follows_commands(physics_dt):
         env.step(np.array([0.0, 0.0, -1.0, 0.0], np.float32))
     moved = start[2] - env.tcp_pos()[2]
     assert 0.8 * 5 * 0.04 <= moved <= 1.05 * 5 * 0.04, f"moved {moved:.3f} m for 0.20 m commanded"
+
+
+@pytest.mark.parametrize("backend", ["egl", "osmesa"])
+def test_headless_backends_render_and_exit_cleanly(backend, python, subprocess_env):
+    import ctypes.util
+    import subprocess
+
+    if not ctypes.util.find_library({"egl": "EGL", "osmesa": "OSMesa"}[backend]):
+        pytest.skip(f"{backend} library not installed (scripts/setup.sh installs it)")
+    code = (
+        "import sim_envs, gymnasium as gym\n"
+        "env = gym.make('PandaPickCubeVision-v0', image_height=32, image_width=32)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "print(obs['front'].std() > 10, obs['wrist'].std() > 10)\n"
+    )
+    env = {**subprocess_env, "MUJOCO_GL": backend}
+    env.pop("PYOPENGL_PLATFORM", None)
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
