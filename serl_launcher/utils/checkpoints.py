@@ -1,0 +1,141 @@
+"""Self-describing orbax checkpoints.
+
+Training state (for resume): ``<dir>/<step>/state`` holds the whole agent pytree (parameters,
+optimizer states, target networks, RNG) and ``<dir>/<step>/meta`` a JSON record with the agent
+kind, its resolved config, the observation and action spaces and any extra counters.
+
+Policy export (for actors and evaluation): a folder with ``policy.json`` (agent kind, config,
+spaces) and ``params/`` (only the encoder, actor and grasp-critic parameters). It loads from the
+folder alone with :func:`load_policy`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from gymnasium import spaces
+from ml_collections import config_dict
+
+from serl_launcher.utils.spaces import check_same_space, space_to_spec, spec_to_space
+
+POLICY_FORMAT = 1
+
+
+def _agent_classes() -> dict[str, tuple[type, Any]]:
+    from serl_launcher.agents.bc import BCAgent, bc_config
+    from serl_launcher.agents.sac import SACAgent, sac_config
+
+    return {"sac": (SACAgent, sac_config), "bc": (BCAgent, bc_config)}
+
+
+def agent_kind(agent: Any) -> str:
+    for kind, (cls, _) in _agent_classes().items():
+        if isinstance(agent, cls):
+            return kind
+    raise TypeError(f"not a known agent: {type(agent).__name__}")
+
+
+def config_from_dict(default: config_dict.ConfigDict, values: dict[str, Any]) -> config_dict.ConfigDict:
+    """`default` updated from a JSON dict (lists become tuples where the default is a tuple)."""
+    cfg = config_dict.ConfigDict(default.to_dict())
+    for key, value in values.items():
+        if key not in cfg:
+            raise KeyError(f"unknown config key {key!r}")
+        if isinstance(cfg[key], config_dict.ConfigDict):
+            cfg[key] = config_from_dict(cfg[key], value)
+        elif isinstance(cfg[key], tuple) or (isinstance(value, list) and cfg[key] is None):
+            cfg[key] = tuple(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _meta(agent: Any, observation_space: spaces.Space, action_space: spaces.Space) -> dict[str, Any]:
+    return {
+        "agent": agent_kind(agent),
+        "config": json.loads(json.dumps(agent.config.to_dict(), default=list)),
+        "observation_space": space_to_spec(observation_space),
+        "action_space": space_to_spec(action_space),
+    }
+
+
+def build_agent(meta: dict[str, Any], seed: int = 0) -> Any:
+    """A freshly initialised agent with the architecture a checkpoint's meta describes."""
+    cls, default_config = _agent_classes()[meta["agent"]]
+    config = config_from_dict(default_config(), meta["config"])
+    return cls.create(jax.random.PRNGKey(seed), spec_to_space(meta["observation_space"]),
+                      spec_to_space(meta["action_space"]), config)
+
+
+class CheckpointManager:
+    """Periodic training-state checkpoints in `directory` (one sub-folder per step)."""
+
+    def __init__(self, directory: str | Path, max_to_keep: int | None = 5):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, agent: Any, observation_space: spaces.Space, action_space: spaces.Space,
+             extra: dict[str, Any] | None = None) -> None:
+        meta = {**_meta(agent, observation_space, action_space), "step": int(step), "extra": extra or {}}
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(agent), meta=ocp.args.JsonSave(meta)),
+        )
+
+    def restore(self, agent_like: Any, step: int | None = None,
+                observation_space: spaces.Space | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restores into the structure of `agent_like` (same architecture). Returns (agent, meta)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if observation_space is not None:
+            check_same_space(spec_to_space(meta["observation_space"]), observation_space,
+                             f"checkpoint {self.directory / str(step)} observation space")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent_like)
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        return restored["state"], meta
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def export_policy(directory: str | Path, agent: Any, observation_space: spaces.Space,
+                  action_space: spaces.Space, step: int | None = None) -> Path:
+    """Writes the acting part of `agent` to `directory` (created; replaced if it exists)."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {**_meta(agent, observation_space, action_space), "format": POLICY_FORMAT, "step": step}
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory / "params", agent.policy().params, force=True)
+    (directory / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def load_policy(directory: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(Policy, meta) from a folder written by :func:`export_policy`; nothing else is needed."""
+    directory = Path(directory).absolute()
+    meta_path = directory / "policy.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not an exported policy (no policy.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != POLICY_FORMAT:
+        raise ValueError(f"{meta_path}: policy format {meta.get('format')!r}, this code reads {POLICY_FORMAT}")
+    policy = build_agent(meta).policy()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, policy.params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(directory / "params", abstract)
+    return policy.replace(params=params), meta
