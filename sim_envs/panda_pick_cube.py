@@ -7,8 +7,9 @@ actions and the gripper are those of :mod:`serl_launcher.conventions`.
 One control step (``1 / control_hz`` seconds) moves the commanded tool-centre-point target by
 ``pos_scale * action[:3]`` from where the tool is, clips it to the workspace box, and lets
 :class:`~sim_envs.controllers.DiffIKController` track it at the physics rate. The reward is sparse:
-1 when the cube is lifted ``lift_height`` off the table, which also terminates the episode; the
-episode truncates (never terminates) after ``max_episode_steps``.
+1 when the cube is lifted ``lift_height`` off the table (``task="reach"``: when the tool is within
+``reach_tolerance`` of the cube), which also terminates the episode; the episode truncates
+(never terminates) after ``max_episode_steps``.
 """
 
 from __future__ import annotations
@@ -79,8 +80,16 @@ def default_config() -> config_dict.ConfigDict:
     c.tcp_reset_noise = 0.0  # metres of uniform xy noise on the first tool target
     c.cube_xy_low = (0.35, -0.2)
     c.cube_xy_high = (0.6, 0.2)
-    # Task.
+    # Task. "pick": lift the cube `lift_height`; "reach": bring the tool within `reach_tolerance`
+    # of the point `reach_height` above the cube's centre, whatever the gripper does (a
+    # short-horizon variant for quick learning tests).
+    c.task = "pick"
     c.lift_height = 0.1  # metres the cube must rise above its resting height
+    c.reach_tolerance = 0.03
+    c.reach_height = 0.05
+    # "sparse": 1 on success, else 0. "dense": 1 on success, else minus the distance still to go
+    # (metres; tool to target, plus the lift still missing for "pick"); for quick learning tests.
+    c.reward_type = "sparse"
     # Observations.
     c.image_obs = False
     c.image_height = 128
@@ -103,6 +112,10 @@ def make_config(overrides: dict[str, Any] | None = None) -> config_dict.ConfigDi
 
 
 def _validate_config(c: config_dict.ConfigDict) -> None:
+    if c.task not in ("pick", "reach"):
+        raise ValueError(f"task must be 'pick' or 'reach', got {c.task!r}")
+    if c.reward_type not in ("sparse", "dense"):
+        raise ValueError(f"reward_type must be 'sparse' or 'dense', got {c.reward_type!r}")
     if c.action_mode not in ("xyz", "xyz_rpy"):
         raise ValueError(f"action_mode must be 'xyz' or 'xyz_rpy', got {c.action_mode!r}")
     n_sub = 1.0 / (c.control_hz * c.physics_dt)
@@ -274,13 +287,13 @@ class PandaPickCubeEnv(gym.Env):
         self._controller.step(target_pos, self._target_quat_wxyz, self._n_substeps, self._ik_substeps)
         self._steps += 1
 
-        success = self.cube_lift() >= self.config.lift_height
+        success = self.is_success()
         terminated = bool(success)
         truncated = (not terminated) and self._steps >= self.config.max_episode_steps
         obs = self._observation()
         if self.render_mode == "human":
             self.render()
-        return obs, float(success), terminated, truncated, self._info(success)
+        return obs, self._reward(success), terminated, truncated, self._info(success)
 
     def render(self) -> np.ndarray | None:
         """rgb_array: (render_height, 2 * render_width, 3) uint8, front | wrist side by side."""
@@ -303,6 +316,22 @@ class PandaPickCubeEnv(gym.Env):
             self._viewer = None
 
     # ------------------------------------------------------------------ task state
+
+    def _reward(self, success: bool) -> float:
+        if self.config.reward_type == "sparse" or success:
+            return float(success)
+        if self.config.task == "reach":
+            return -float(np.linalg.norm(self.tcp_pos() - self.reach_target()))
+        to_go = float(np.linalg.norm(self.tcp_pos() - self.cube_pos()))
+        return -(to_go + max(0.0, self.config.lift_height - self.cube_lift()))
+
+    def reach_target(self) -> np.ndarray:
+        return self.cube_pos() + np.array([0.0, 0.0, self.config.reach_height])
+
+    def is_success(self) -> bool:
+        if self.config.task == "reach":
+            return bool(np.linalg.norm(self.tcp_pos() - self.reach_target()) <= self.config.reach_tolerance)
+        return self.cube_lift() >= self.config.lift_height
 
     def cube_lift(self) -> float:
         """Height of the cube above its resting height, metres."""

@@ -230,6 +230,12 @@ def test_mixed_batches_have_the_requested_proportions():
         from_demo = batch["observations"]["state"][:, 0] >= 1000
         assert from_demo.tolist() == [False] * (256 - n_demo) + [True] * n_demo
         np.testing.assert_array_equal(batch["intervened"], from_demo)
+    # Per-minibatch mixing: reshaped to (utd, B), every minibatch is half demo.
+    batch = sample_mixed(online, demo, 4 * 64, num_minibatches=4)
+    from_demo = (batch["observations"]["state"][:, 0] >= 1000).reshape(4, 64)
+    assert from_demo.sum(axis=1).tolist() == [32] * 4
+    with pytest.raises(ValueError, match="not divisible"):
+        sample_mixed(online, demo, 100, num_minibatches=3)
 
 
 # ---------------------------------------------------------------------- save / load

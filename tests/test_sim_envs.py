@@ -287,3 +287,31 @@ def test_headless_backends_render_and_exit_cleanly(backend, python, subprocess_e
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "True"]
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_reach_task_succeeds_when_the_tool_reaches_the_cube():
+    env = gym.make("PandaPickCube-v0", task="reach", max_episode_steps=40)
+    expert = PickCubeExpert(env)
+    obs, _ = env.reset(seed=0)
+    for steps in range(1, 41):  # noqa: B007 (read after the loop)
+        obs, reward, terminated, truncated, info = env.step(expert.get_action(obs).action)
+        if terminated or truncated:
+            break
+    assert terminated and reward == 1.0 and info["success"] and steps < 15
+    base = env.unwrapped
+    assert np.linalg.norm(base.tcp_pos() - base.reach_target()) <= base.config.reach_tolerance
+    np.testing.assert_allclose(base.reach_target(), base.cube_pos() + [0, 0, base.config.reach_height])
+    with pytest.raises(ValueError, match="task"):
+        make_config({"task": "stack"})
+
+
+def test_dense_reward_is_minus_the_distance_to_go():
+    env = PandaPickCubeEnv(task="reach", reward_type="dense")
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(4, np.float32))
+    assert reward == pytest.approx(-np.linalg.norm(env.tcp_pos() - env.reach_target()), abs=1e-6)
+    pick = PandaPickCubeEnv(reward_type="dense")
+    pick.reset(seed=0)
+    _, reward, *_ = pick.step(np.zeros(4, np.float32))
+    expected = np.linalg.norm(pick.tcp_pos() - pick.cube_pos()) + pick.config.lift_height - pick.cube_lift()
+    assert reward == pytest.approx(-expected, abs=1e-6)

@@ -442,18 +442,26 @@ def sample_mixed(
     batch_size: int,
     demo_fraction: float = 0.5,
     allow_empty_demo: bool = False,
+    num_minibatches: int = 1,
 ) -> Batch:
-    """RLPD batch: ``batch_size - round(batch_size * demo_fraction)`` online rows first, then the
-    demo rows, concatenated on axis 0 (shapes as :meth:`ReplayBuffer.sample`).
+    """RLPD batch of `batch_size` rows laid out as `num_minibatches` consecutive blocks, each with
+    ``m - round(m * demo_fraction)`` online rows first, then its demo rows (m = rows per block).
+
+    Use ``num_minibatches=utd_ratio`` for a learner step that reshapes the batch into
+    (utd_ratio, m, ...): every minibatch then has the same 50/50 mix, instead of the first
+    minibatches being all online and the last all demo.
 
     An empty demo buffer raises ValueError (RLPD without prior data is a different algorithm,
     so it should not happen silently); with ``allow_empty_demo=True`` the whole batch is online.
     """
     if not 0.0 <= demo_fraction <= 1.0:
         raise ValueError(f"demo_fraction must be in [0, 1], got {demo_fraction}")
+    if num_minibatches < 1 or batch_size % num_minibatches:
+        raise ValueError(f"batch_size {batch_size} is not divisible into {num_minibatches} minibatches")
     if online.spec != demo.spec:
         raise ValueError(f"online and demo buffers differ: {online.spec} vs {demo.spec}")
-    n_demo = int(round(batch_size * demo_fraction))
+    rows = batch_size // num_minibatches
+    n_demo = int(round(rows * demo_fraction))
     if n_demo and len(demo) == 0:
         if not allow_empty_demo:
             raise ValueError(
@@ -462,8 +470,10 @@ def sample_mixed(
             )
         n_demo = 0
     batch = online._empty_batch(batch_size)
-    online._sample_into(batch, 0, batch_size - n_demo)
-    demo._sample_into(batch, batch_size - n_demo, n_demo)
+    for block in range(num_minibatches):
+        start = block * rows
+        online._sample_into(batch, start, rows - n_demo)
+        demo._sample_into(batch, start + rows - n_demo, n_demo)
     return batch
 
 
