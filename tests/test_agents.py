@@ -235,3 +235,36 @@ def test_adam_state_is_per_network():
         assert adam_states, name
         mu_size = sum(x.size for s in adam_states for x in jax.tree.leaves(s.mu))
         assert mu_size == sum(x.size for x in jax.tree.leaves(state.params)), name
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_classifier_head_shapes_and_learns_a_visual_rule(num_classes):
+    import optax
+
+    from serl_launcher.networks.encoders import Classifier, ObservationEncoder
+
+    model = Classifier(ObservationEncoder(image_keys=("front",), bottleneck_dim=16, use_state=False),
+                       num_classes=num_classes, hidden_dim=32)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, num_classes, 64)
+    images = np.zeros((64, 16, 16, 3), np.uint8)
+    images[..., 0] = (labels * 100)[:, None, None]  # the label is the red level
+    obs = {"front": jnp.asarray(images)}
+    params = model.init(jax.random.PRNGKey(0), obs)["params"]
+    logits = model.apply({"params": params}, obs)
+    assert logits.shape == ((64,) if num_classes == 2 else (64, num_classes))
+    tx = optax.adam(3e-3)
+    opt = tx.init(params)
+
+    def loss_fn(p):
+        out = model.apply({"params": p}, obs)
+        if num_classes == 2:
+            return optax.sigmoid_binary_cross_entropy(out, labels).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+
+    step = jax.jit(lambda p, o: (lambda g: (optax.apply_updates(p, tx.update(g, o, p)[0]), tx.update(g, o, p)[1]))(jax.grad(loss_fn)(p)))
+    for _ in range(100):
+        params, opt = step(params, opt)
+    out = np.asarray(model.apply({"params": params}, obs))
+    predicted = (out > 0).astype(int) if num_classes == 2 else out.argmax(-1)
+    assert (predicted == labels).mean() > 0.95

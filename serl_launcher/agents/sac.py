@@ -272,8 +272,10 @@ class SACAgent(struct.PyTreeNode):
 
     def _target_q(self, features: jax.Array, actions: jax.Array, key: jax.Array) -> jax.Array:
         """Target critics on a random subset of M distinct members (REDQ): -> (M, B)."""
-        subset = jax.random.choice(key, self.config.num_qs, (self.target_critic_def.num,), replace=False)
-        params = jax.tree.map(lambda p: p[subset], self.target_critic)
+        params = self.target_critic
+        if self.target_critic_def.num < self.config.num_qs:  # M == N: all of them, no gather
+            subset = jax.random.choice(key, self.config.num_qs, (self.target_critic_def.num,), replace=False)
+            params = jax.tree.map(lambda p: p[subset], params)
         return self.target_critic_def.apply({"params": params}, features, actions)
 
     def _update_critic(self, batch: Batch, key: jax.Array) -> tuple[SACAgent, dict]:
