@@ -119,31 +119,8 @@ def run_expert_episode(
 def collect_expert_demos(
     env: gym.Env, num_successes: int, noise: float = 0.1, seed: int = 0, max_episodes: int | None = None
 ) -> list[dict]:
-    """Transitions of `num_successes` successful expert episodes (failed ones are dropped).
+    """Transitions of `num_successes` successful expert episodes (failed ones are dropped),
+    marked ``intervened=True``: the expert was in control."""
+    from serl_launcher.utils.rollouts import record_demos
 
-    Each transition is marked ``intervened=True``: the expert was in control.
-    """
-    from serl_launcher.utils.rollouts import make_transition
-
-    expert = PickCubeExpert(env, noise=noise, seed=seed)
-    transitions: list[dict] = []
-    successes, episode = 0, 0
-    limit = max_episodes if max_episodes is not None else 5 * num_successes + 10
-    while successes < num_successes:
-        if episode >= limit:
-            raise RuntimeError(f"expert solved only {successes} of {episode} episodes (wanted {num_successes})")
-        obs, _ = env.reset(seed=seed + episode)
-        expert.reset()
-        episode += 1
-        episode_transitions, done, info = [], False, {}
-        while not done:
-            action = expert.get_action(obs).action
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            episode_transitions.append(
-                make_transition(obs, action, next_obs, reward, terminated, truncated, intervened=True)
-            )
-            obs, done = next_obs, terminated or truncated
-        if info.get("success"):
-            transitions += episode_transitions
-            successes += 1
-    return transitions
+    return record_demos(env, PickCubeExpert(env, noise=noise, seed=seed), num_successes, seed, max_episodes)

@@ -66,3 +66,39 @@ def evaluate(
         "length": float(np.mean(lengths)),
         "episode_time_s": float(np.mean(durations)),
     }
+
+
+def record_demos(
+    env: gym.Env,
+    device: Any,
+    num_successes: int,
+    seed: int = 0,
+    max_episodes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Transitions of `num_successes` successful episodes driven by `device` (an intervention
+    device that is in control); failed episodes are dropped. Marked ``intervened=True``.
+
+    `progress(successes, episodes)` is called after each episode.
+    """
+    transitions: list[dict[str, Any]] = []
+    successes = episodes = 0
+    limit = max_episodes if max_episodes is not None else 5 * num_successes + 10
+    while successes < num_successes:
+        if episodes >= limit:
+            raise RuntimeError(f"only {successes} of {episodes} episodes succeeded (wanted {num_successes})")
+        obs, _ = env.reset(seed=seed + episodes)
+        device.reset()
+        episodes += 1
+        episode, done, info = [], False, {}
+        while not done:
+            action = np.asarray(device.get_action(obs).action, dtype=np.float32)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            episode.append(make_transition(obs, action, next_obs, reward, terminated, truncated, intervened=True))
+            obs, done = next_obs, terminated or truncated
+        if info.get("success"):
+            transitions += episode
+            successes += 1
+        if progress is not None:
+            progress(successes, episodes)
+    return transitions

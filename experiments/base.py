@@ -1,0 +1,46 @@
+"""Settings every experiment shares; an experiment's config.py starts from `base_config()`.
+
+Paths in a config are resolved against the experiment's folder, never the current directory.
+"""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+from serl_launcher.agents.sac import rlpd_config
+
+
+def base_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.exp_name = ""
+    c.seed = 0
+    c.agent = rlpd_config()
+    c.learner = config_dict.ConfigDict({
+        "replay_capacity": 200_000,
+        "training_starts": 200,  # online transitions before the first update
+        "demo_fraction": 0.5,  # RLPD symmetric sampling
+        "max_steps": 1_000_000,  # learner steps (each: utd_ratio critic updates + actor + temperature)
+        "max_updates_per_transition": 1.0,  # learner steps per received transition (0: unlimited)
+        "steps_per_publish": 50,  # learner steps between parameter publishes
+        "checkpoint_period": 2_000,  # learner steps between checkpoints (with the buffers)
+        "log_period": 100,
+    })
+    c.actor = config_dict.ConfigDict({
+        "max_env_steps": 1_000_000,
+        "random_steps": 0,  # uniform random actions before using the policy
+        "log_period": 500,
+        "intervention": config_dict.ConfigDict({
+            "enabled": True,  # the simulated person (scripted expert) in sim
+            "patience": 15, "hold_steps": 30, "window": 20, "min_probability": 0.0, "noise": 0.1,
+        }),
+    })
+    c.transport = config_dict.ConfigDict({
+        "host": "127.0.0.1", "data_port": 5588, "param_port": 5589,
+        "key": "",  # shared secret ("" : the SERL_TRANSPORT_KEY environment variable, or none)
+    })
+    c.demos = config_dict.ConfigDict({
+        "paths": (),  # demo files (relative to the experiment folder); demos/*.pkl is always read
+        "successes_needed": 20,
+        "noise": 0.1,
+    })
+    return c

@@ -1,0 +1,41 @@
+"""Experiment names -> their modules. An experiment module provides:
+
+- ``get_config() -> ConfigDict`` (locked),
+- ``make_env(config, render_mode=None) -> gym.Env`` (the actor's env, without interventions),
+- ``make_expert(env, config) -> InterventionDevice | None`` (who intervenes; None: nobody).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+CONFIG_MAPPING: dict[str, str] = {
+    "pick_cube_sim": "experiments.pick_cube_sim.config",
+}
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent
+
+
+def load_experiment(exp_name: str) -> ModuleType:
+    if exp_name not in CONFIG_MAPPING:
+        known = ", ".join(sorted(CONFIG_MAPPING))
+        raise KeyError(f"unknown experiment {exp_name!r}; known experiments: {known}")
+    return importlib.import_module(CONFIG_MAPPING[exp_name])
+
+
+def experiment_dir(exp_name: str) -> Path:
+    return EXPERIMENTS_DIR / exp_name
+
+
+def resolve_path(exp_name: str, path: str) -> Path:
+    """A path from a config or flag: absolute as given, else relative to the experiment folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else experiment_dir(exp_name) / p
+
+
+def run_dir(exp_name: str, checkpoint_path: str) -> Path:
+    """A run folder: absolute as given, else experiments/<exp>/runs/<checkpoint_path>."""
+    p = Path(checkpoint_path).expanduser()
+    return p if p.is_absolute() else experiment_dir(exp_name) / "runs" / p

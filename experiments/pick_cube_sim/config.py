@@ -1,0 +1,36 @@
+"""Simulated Panda pick-cube from state (proprio + cube position), with the scripted expert as
+the person who intervenes."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+from ml_collections import config_dict
+
+from experiments.base import base_config
+
+
+def get_config() -> config_dict.ConfigDict:
+    from sim_envs.panda_pick_cube import default_config as env_config
+
+    c = base_config()
+    c.exp_name = "pick_cube_sim"
+    c.env_id = "PandaPickCube-v0"
+    c.env = env_config()
+    c.agent.utd_ratio = 4
+    c.agent.batch_size = 128
+    c.agent.discount = 0.97
+    c.agent.init_temperature = 0.05
+    c.lock()
+    return c
+
+
+def make_env(config: config_dict.ConfigDict, render_mode: str | None = None) -> gym.Env:
+    import sim_envs  # noqa: F401  (registers the envs)
+
+    return gym.make(config.env_id, config=config.env, render_mode=render_mode)
+
+
+def make_expert(env: gym.Env, config: config_dict.ConfigDict):
+    from sim_envs.experts import PickCubeExpert
+
+    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed)

@@ -1,0 +1,53 @@
+"""Record successful demonstrations for an experiment.
+
+    cd experiments/pick_cube_sim
+    python ../../scripts/record_demos.py --exp_name pick_cube_sim --successes_needed 20
+
+In simulation the scripted expert drives; the file goes to experiments/<exp>/demos/ (or --output)
+and its name and transition count are printed. The learner reads every demos/*.pkl.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app, flags
+
+_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+_SUCCESSES = flags.DEFINE_integer("successes_needed", 20, "Successful episodes to record.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output file (default: experiments/<exp>/demos/<exp>_<N>_demos_<time>.pkl).")
+_SEED = flags.DEFINE_integer("seed", 1000, "Seed of the first episode.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from tqdm import tqdm
+
+    from experiments.mappings import experiment_dir, load_experiment, resolve_path
+    from serl_launcher.data import save_demos
+    from serl_launcher.utils.rollouts import record_demos
+
+    try:
+        exp = load_experiment(_EXP_NAME.value)
+    except KeyError as error:
+        raise app.UsageError(str(error.args[0])) from None
+    if _SUCCESSES.value < 1:
+        raise app.UsageError("--successes_needed must be at least 1")
+    config = exp.get_config()
+    config.actor.intervention.noise = config.demos.noise  # the demonstrator's noise, not the helper's
+    env = exp.make_env(config)
+    device = exp.make_expert(env, config)
+    if device is None:
+        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to record demonstrations with")
+    bar = tqdm(total=_SUCCESSES.value, desc="successful demos")
+    transitions = record_demos(env, device, _SUCCESSES.value, seed=_SEED.value,
+                               progress=lambda ok, _: bar.update(ok - bar.n))
+    bar.close()
+    name = f"{_EXP_NAME.value}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.pkl"
+    path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
+    save_demos(path, transitions)
+    print(f"saved {len(transitions)} transitions from {_SUCCESSES.value} successful episodes to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,151 @@
+"""Learner or actor of an experiment (RLPD / SAC), or evaluation of a checkpoint.
+
+    python scripts/train_rlpd.py --exp_name pick_cube_sim --learner --checkpoint_path first_run
+    python scripts/train_rlpd.py --exp_name pick_cube_sim --actor --checkpoint_path first_run
+    python scripts/train_rlpd.py --exp_name pick_cube_sim --actor --checkpoint_path first_run \
+        --eval_checkpoint_step 2000 --eval_n_trajs 50
+
+A relative --checkpoint_path names experiments/<exp>/runs/<path>. Config values can be overridden
+with --set key=value (dotted keys, e.g. --set learner.max_steps=500); unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import signal
+import socket
+
+from absl import app, flags
+
+_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+_LEARNER = flags.DEFINE_bool("learner", False, "Run the learner.")
+_ACTOR = flags.DEFINE_bool("actor", False, "Run an actor (or, with --eval_checkpoint_step, evaluate).")
+_CHECKPOINT_PATH = flags.DEFINE_string("checkpoint_path", "first_run", "Run folder.")
+_ACTOR_ID = flags.DEFINE_string("actor_id", None, "This actor's identity (default: hostname).")
+_EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the checkpoint of this learner step.")
+_EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
+_EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted key; Python literal value).")
+
+
+def apply_overrides(config, overrides: list[str]) -> None:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise app.UsageError(f"--set expects key=value, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare string
+        node, *path = key.split(".")
+        parent = config
+        for part in [node, *path][:-1]:
+            if part not in parent:
+                raise app.UsageError(f"--set {key}: no config key {part!r}")
+            parent = parent[part]
+        leaf = [node, *path][-1]
+        if leaf not in parent:
+            raise app.UsageError(f"--set {key}: no config key {leaf!r}")
+        parent[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def transport_config(config):
+    from serl_launcher.transport import TransportConfig
+
+    t = config.transport
+    return TransportConfig(host=t.host, data_port=t.data_port, param_port=t.param_port, key=t.key or None)
+
+
+def run_learner(exp, config, run_dir) -> None:
+    from experiments.mappings import experiment_dir, resolve_path
+    from serl_launcher.learner import Learner
+    from serl_launcher.transport import LearnerServer
+
+    env = exp.make_env(config)
+    spaces = env.observation_space, env.action_space
+    env.close()
+    demo_paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
+    demo_paths += sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
+    tcfg = transport_config(config)
+    learner = Learner(config, *spaces, run_dir,
+                      make_server=lambda on_t, on_s: LearnerServer(tcfg, on_t, on_s), demo_paths=demo_paths)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: learner.stop())  # stop cleanly: save checkpoint and buffers
+    try:
+        summary = learner.run()
+    finally:
+        learner.close()
+    print(f"[learner] done: {json.dumps(summary)}; run folder: {run_dir}", flush=True)
+
+
+def run_actor(exp, config, run_dir) -> None:
+    from serl_launcher.actor import Actor
+    from serl_launcher.human.scripted import StallTakeover
+    from serl_launcher.transport import ActorClient
+    from serl_launcher.wrappers.intervention import InterventionWrapper
+
+    actor_id = _ACTOR_ID.value or socket.gethostname()
+    env, device = exp.make_env(config), None
+    if config.actor.intervention.enabled:
+        expert = exp.make_expert(env, config)
+        if expert is not None:
+            i = config.actor.intervention
+            device = StallTakeover(expert, i.patience, i.hold_steps, i.window, i.min_probability, seed=config.seed)
+            env = InterventionWrapper(env, device)
+    actor = Actor(config, env, ActorClient(transport_config(config), actor_id), run_dir / f"actor-{actor_id}", device)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        summary = actor.run(config.actor.max_env_steps)
+        if not actor.client.flush(timeout=10.0):
+            print(f"[actor] {actor.client.pending} transitions not acknowledged at exit", flush=True)
+    finally:
+        actor.close()
+    print(f"[actor] done: {json.dumps(summary)}", flush=True)
+
+
+def run_eval(exp, config, run_dir) -> None:
+    import jax
+
+    from serl_launcher.actor import evaluate_policy
+    from serl_launcher.agents.sac import SACAgent
+    from serl_launcher.utils.checkpoints import CheckpointManager
+
+    env = exp.make_env(config, render_mode="rgb_array" if _EVAL_VIDEO.value else None)
+    manager = CheckpointManager(run_dir / "checkpoints")
+    template = SACAgent.create(jax.random.PRNGKey(config.seed), env.observation_space, env.action_space, config.agent)
+    try:
+        agent, _ = manager.restore(template, step=_EVAL_STEP.value, observation_space=env.observation_space)
+    except FileNotFoundError as error:
+        raise app.UsageError(f"no checkpoint at step {_EVAL_STEP.value} in {run_dir / 'checkpoints'}: {error}") from None
+    video = run_dir / f"eval_{_EVAL_STEP.value}.mp4" if _EVAL_VIDEO.value else None
+    stats = evaluate_policy(env, agent.policy(), _EVAL_N.value, seed=config.seed + 12345, video_path=video)
+    (run_dir / f"eval_{_EVAL_STEP.value}.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print(f"[eval] step {_EVAL_STEP.value}: success rate {stats['success_rate']:.0%} over {_EVAL_N.value} episodes, "
+          f"mean episode time {stats['episode_time_s']:.2f} s" + (f"; video: {video}" if video else ""), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from experiments.mappings import load_experiment, run_dir
+
+    if _LEARNER.value == _ACTOR.value:
+        raise app.UsageError("pass exactly one of --learner or --actor")
+    try:
+        exp = load_experiment(_EXP_NAME.value)
+    except KeyError as error:
+        raise app.UsageError(str(error.args[0])) from None
+    config = exp.get_config()
+    apply_overrides(config, _SET.value)
+    folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
+    if _LEARNER.value:
+        run_learner(exp, config, folder)
+    elif _EVAL_STEP.value is not None:
+        run_eval(exp, config, folder)
+    else:
+        run_actor(exp, config, folder)
+
+
+if __name__ == "__main__":
+    app.run(main)

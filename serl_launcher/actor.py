@@ -1,0 +1,140 @@
+"""The actor role: runs the env with the newest policy, lets a device intervene, streams
+transitions and episode statistics to the learner; and the evaluation mode.
+
+The actor never waits for the learner: until the first parameters arrive it acts with its own
+freshly initialised policy (the same seed gives the learner's initial parameters), and its
+transport queue holds transitions until the learner acknowledges them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_dict
+
+from serl_launcher.agents.sac import Policy, SACAgent
+from serl_launcher.utils.metrics import MetricsWriter
+from serl_launcher.utils.rollouts import evaluate, make_transition
+
+
+def initial_policy(config: config_dict.ConfigDict, observation_space, action_space) -> Policy:
+    return SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent).policy()
+
+
+def with_params(policy: Policy, params: dict) -> Policy:
+    """`policy` with published parameters, after checking they fit its networks."""
+    expected = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), policy.params)
+    received = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), params)
+    if jax.tree.structure(expected) != jax.tree.structure(received) or expected != received:
+        raise ValueError(
+            "the learner published parameters that do not fit this actor's policy: are the learner "
+            "and the actor running the same experiment config (observation and action spaces)?"
+        )
+    return policy.replace(params=jax.tree.map(jnp.asarray, params))
+
+
+class Actor:
+    """Steps `env` (already wrapped with interventions, if any) and talks through `client`."""
+
+    def __init__(self, config: config_dict.ConfigDict, env: gym.Env, client, run_dir: Path,
+                 device: Any = None):
+        self.config, self.env, self.client, self.device = config, env, client, device
+        self.policy = initial_policy(config, env.observation_space, env.action_space)
+        self.params_step = -1
+        self.writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=config.to_dict())
+        self.episodes = 0
+
+    def _refresh_policy(self) -> None:
+        latest = self.client.latest_params()
+        if latest is not None and latest[0] != self.params_step:
+            step, params = latest
+            self.policy = with_params(self.policy, params)
+            self.params_step = step
+
+    def run(self, max_env_steps: int) -> dict[str, Any]:
+        c = self.config.actor
+        self.client.start()
+        rng = jax.random.PRNGKey(self.config.seed + 7)
+        obs, _ = self.env.reset(seed=self.config.seed)
+        episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
+        timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0}
+        successes: list[bool] = []
+        for step in range(1, max_env_steps + 1):
+            t0 = time.perf_counter()
+            self._refresh_policy()
+            if step <= c.random_steps:
+                action = self.env.action_space.sample()
+            else:
+                rng, key = jax.random.split(rng)
+                action = self.policy.sample_actions(obs, key)
+            t1 = time.perf_counter()
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            t2 = time.perf_counter()
+            executed = info.get("intervene_action", action)
+            self.client.send_transition(make_transition(
+                obs, executed, next_obs, reward, terminated, truncated,
+                intervened=bool(info.get("intervened", False)), grasp_penalty=info.get("grasp_penalty"),
+            ))
+            timer["policy_s"] += t1 - t0
+            timer["env_s"] += t2 - t1
+            timer["send_s"] += time.perf_counter() - t2
+            episode["return"] += float(reward)
+            episode["length"] += 1
+            obs = next_obs
+            if terminated or truncated:
+                success = bool(info.get("success", False))
+                successes.append(success)
+                stats = {"return": episode["return"], "length": episode["length"], "success": float(success),
+                         "episode_time_s": time.perf_counter() - episode["start"], "env_steps": step,
+                         "params_step": self.params_step, **info.get("episode_interventions", {})}
+                self.client.send_stats(stats)
+                self.writer.write(step, stats, prefix="actor/")
+                if hasattr(self.device, "episode_end"):
+                    self.device.episode_end(success)
+                self.episodes += 1
+                obs, _ = self.env.reset()
+                episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
+            if step % c.log_period == 0:
+                self.writer.write(step, {f"timer/{k[:-2]}_ms": 1e3 * v / c.log_period for k, v in timer.items()}
+                                  | {"transport/pending": self.client.pending, "transport/dropped": self.client.dropped})
+                timer = dict.fromkeys(timer, 0.0)
+        return {"env_steps": max_env_steps, "episodes": self.episodes,
+                "success_rate": float(np.mean(successes)) if successes else 0.0}
+
+    def close(self) -> None:
+        self.client.close()
+        self.writer.close()
+        self.env.close()
+
+
+def evaluate_policy(env: gym.Env, policy: Policy, num_episodes: int, seed: int = 0,
+                    video_path: Path | None = None) -> dict[str, float]:
+    """Deterministic policy, no interventions. Writes a video of the episodes if asked."""
+    key = jax.random.PRNGKey(seed)
+    act = lambda obs: policy.sample_actions(obs, key, deterministic=True)  # noqa: E731
+    if video_path is None:
+        return evaluate(env, act, num_episodes, seed=seed)
+    from serl_launcher.utils.video import write_video
+
+    frames = []
+
+    class Recorder(gym.Wrapper):
+        def reset(self, **kwargs):
+            out = self.env.reset(**kwargs)
+            frames.append(self.env.render())
+            return out
+
+        def step(self, action):
+            out = self.env.step(action)
+            frames.append(self.env.render())
+            return out
+
+    stats = evaluate(Recorder(env), act, num_episodes, seed=seed)
+    write_video(video_path, frames, fps=env.metadata.get("render_fps", 10))
+    return stats
