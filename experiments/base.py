@@ -20,6 +20,7 @@ def base_config() -> config_dict.ConfigDict:
         "training_starts": 200,  # online transitions before the first update
         "demo_fraction": 0.5,  # RLPD symmetric sampling
         "max_steps": 1_000_000,  # learner steps (each: utd_ratio critic updates + actor + temperature)
+        "max_seconds": 0.0,  # wall-clock training budget after training starts (0: none)
         "max_updates_per_transition": 1.0,  # learner steps per received transition (0: unlimited)
         "steps_per_publish": 50,  # learner steps between parameter publishes
         "checkpoint_period": 2_000,  # learner steps between checkpoints (with the buffers)

@@ -1,66 +1,128 @@
-"""The main job, on the default simulated task.
+"""The main job: the whole pipeline on the default simulated task, as a user runs it.
 
-For now: the scripted expert solves pick-cube for a few seeds, the success rate is printed, and a
-video of the episodes is written to the run folder, whose path is printed at the end. Later
-stages (demos, learner and actor processes, evaluation) grow from here.
+1. record expert demonstrations (if the experiment has none yet),
+2. start the learner and one actor as separate processes through the experiment's
+   run_learner.sh / run_actor.sh, the scripted expert intervening when the policy stalls,
+3. train for --minutes of wall-clock, then stop both cleanly (checkpoint and buffers saved),
+4. evaluate the final checkpoint (deterministic, no interventions) with a video,
+5. print the success rate and where everything is.
 
-    python scripts/quickstart.py [--episodes 5] [--run_dir runs/quickstart]
+    python scripts/quickstart.py [--minutes 10] [--run_name NAME]
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
-_EPISODES = flags.DEFINE_integer("episodes", 5, "Expert episodes to run and film.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the first episode; episode i uses seed + i.")
-_NOISE = flags.DEFINE_float("noise", 0.1, "Expert action noise (std, action units).")
-_RUN_DIR = flags.DEFINE_string(
-    "run_dir", None, "Output folder. Default: runs/quickstart-<timestamp> in the repository."
-)
-_ENV_ID = flags.DEFINE_string("env_id", "PandaPickCube-v0", "Registered sim_envs id.")
+_MINUTES = flags.DEFINE_float("minutes", 10.0, "Training wall-clock budget.")
+_RUN_NAME = flags.DEFINE_string("run_name", None, "Run folder name under experiments/<exp>/runs (default: quickstart-<time>).")
+_EXP_NAME = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
+_EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Evaluation episodes.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (for tests): a few hundred steps, small networks.")
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_SETTINGS = [
+    "learner.training_starts=100", "learner.checkpoint_period=100", "learner.log_period=20",
+    "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
+    "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_records(path: Path, key: str) -> dict | None:
+    """The newest record of metrics.jsonl that has `key` (None before there is one)."""
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        record = json.loads(line)
+        if key in record:
+            return record
+    return None
 
 
 def main(argv: list[str]) -> None:
     del argv
-    import gymnasium as gym
-    import numpy as np
-    from tqdm import trange
+    from experiments.mappings import experiment_dir, load_experiment, run_dir
 
-    import sim_envs  # noqa: F401  (registers the envs)
-    from serl_launcher.utils.video import write_video
-    from sim_envs.experts import PickCubeExpert, run_expert_episode
+    try:
+        load_experiment(_EXP_NAME.value)
+    except KeyError as error:
+        raise app.UsageError(str(error.args[0])) from None
+    exp_dir = experiment_dir(_EXP_NAME.value)
+    name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = run_dir(_EXP_NAME.value, name)
+    python = sys.executable
+    env = {**os.environ, "SERL_PYTHON": python, "PYTHONUNBUFFERED": "1"}
 
-    if _EPISODES.value < 1:
-        raise app.UsageError("--episodes must be at least 1")
-    repo = Path(__file__).resolve().parent.parent
-    run_dir = Path(_RUN_DIR.value or repo / "runs" / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
+    demos = folder / "demos.pkl"
+    if not demos.is_file():
+        needed = "3" if _SMOKE.value else "20"
+        print(f"[quickstart] recording {needed} expert demonstrations", flush=True)
+        subprocess.run([python, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP_NAME.value,
+                        "--successes_needed", needed, "--output", str(demos)], check=True, env=env)
 
-    env = gym.make(_ENV_ID.value, render_mode="rgb_array")
-    expert = PickCubeExpert(env, noise=_NOISE.value, seed=_SEED.value)
-    frames, results = [], []
-    for i in trange(_EPISODES.value, desc="expert episodes"):
-        result = run_expert_episode(env, expert, seed=_SEED.value + i, render=True)
-        frames += result.pop("frames")
-        results.append(result)
-    env.close()
+    # 2. Learner and actor, as separate processes, on free ports.
+    settings = [f"transport.data_port={free_port()}", f"transport.param_port={free_port()}",
+                f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
+    if _SMOKE.value:
+        settings += SMOKE_SETTINGS
+    extra = [arg for s in settings for arg in ("--set", s)] + ["--checkpoint_path", name]
+    folder.mkdir(parents=True, exist_ok=True)
+    logs = {role: (folder / f"{role}.log").open("w") for role in ("learner", "actor")}
+    learner = subprocess.Popen(["bash", str(exp_dir / "run_learner.sh"), *extra], env=env,
+                               stdout=logs["learner"], stderr=subprocess.STDOUT)
+    actor = subprocess.Popen(["bash", str(exp_dir / "run_actor.sh"), "--actor_id", "sim-0", *extra], env=env,
+                             stdout=logs["actor"], stderr=subprocess.STDOUT)
+    print(f"[quickstart] training for {_MINUTES.value:g} min; logs in {folder}", flush=True)
+    try:
+        while learner.poll() is None:
+            time.sleep(5)
+            train = last_records(folder / "metrics.jsonl", "replay/received") or {}
+            episode = last_records(folder / "actor-sim-0" / "metrics.jsonl", "actor/success") or {}
+            print(f"[quickstart] learner step {train.get('step', 0)}, transitions {train.get('replay/received', 0)}, "
+                  f"last episode success {episode.get('actor/success', '-')}, "
+                  f"intervention rate {episode.get('actor/intervention_rate', '-')}", flush=True)
+            if actor.poll() is not None:
+                raise RuntimeError(f"the actor exited early (code {actor.returncode}); see {folder / 'actor.log'}")
+    finally:
+        for process in (learner, actor):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (learner, actor):
+            process.wait(timeout=120)
+    if learner.returncode != 0:
+        raise RuntimeError(f"the learner failed (code {learner.returncode}); see {folder / 'learner.log'}")
 
-    success = float(np.mean([r["success"] for r in results]))
-    summary = {
-        "env_id": _ENV_ID.value,
-        "episodes": len(results),
-        "success_rate": success,
-        "mean_length": float(np.mean([r["length"] for r in results])),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    video = write_video(run_dir / "expert.mp4", frames, fps=env.metadata["render_fps"])
-    print(f"expert success rate: {success:.0%} over {len(results)} episodes")
+    # 3. Evaluation of the final checkpoint.
+    result = subprocess.run(
+        ["bash", str(exp_dir / "run_actor.sh"), "--checkpoint_path", name, "--eval_checkpoint_step", "-1",
+         "--eval_n_trajs", str(_EVAL_N.value), "--eval_video", *extra[: -2]],
+        env=env, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"evaluation failed:\n{result.stderr[-3000:]}")
+    evals = sorted(folder.glob("eval_*.json"), key=lambda p: p.stat().st_mtime)
+    stats = json.loads(evals[-1].read_text())
+    print(f"success rate: {stats['success_rate']:.0%} over {_EVAL_N.value} evaluation episodes "
+          f"(learner step {stats['step']}, mean episode time {stats['episode_time_s']:.2f} s)")
+    video = folder / f"eval_{stats['step']}.mp4"
     print(f"video: {video}")
-    print(f"run folder: {run_dir}")
+    print(f"run folder: {folder}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ _LEARNER = flags.DEFINE_bool("learner", False, "Run the learner.")
 _ACTOR = flags.DEFINE_bool("actor", False, "Run an actor (or, with --eval_checkpoint_step, evaluate).")
 _CHECKPOINT_PATH = flags.DEFINE_string("checkpoint_path", "first_run", "Run folder.")
 _ACTOR_ID = flags.DEFINE_string("actor_id", None, "This actor's identity (default: hostname).")
-_EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the checkpoint of this learner step.")
+_EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the checkpoint of this learner step (-1: the latest).")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
 _EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
 _SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted key; Python literal value).")
@@ -94,8 +94,8 @@ def run_actor(exp, config, run_dir) -> None:
             device = StallTakeover(expert, i.patience, i.hold_steps, i.window, i.min_probability, seed=config.seed)
             env = InterventionWrapper(env, device)
     actor = Actor(config, env, ActorClient(transport_config(config), actor_id), run_dir / f"actor-{actor_id}", device)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: actor.stop())
     try:
         summary = actor.run(config.actor.max_env_steps)
         if not actor.client.flush(timeout=10.0):
@@ -115,14 +115,15 @@ def run_eval(exp, config, run_dir) -> None:
     env = exp.make_env(config, render_mode="rgb_array" if _EVAL_VIDEO.value else None)
     manager = CheckpointManager(run_dir / "checkpoints")
     template = SACAgent.create(jax.random.PRNGKey(config.seed), env.observation_space, env.action_space, config.agent)
-    try:
-        agent, _ = manager.restore(template, step=_EVAL_STEP.value, observation_space=env.observation_space)
-    except FileNotFoundError as error:
-        raise app.UsageError(f"no checkpoint at step {_EVAL_STEP.value} in {run_dir / 'checkpoints'}: {error}") from None
-    video = run_dir / f"eval_{_EVAL_STEP.value}.mp4" if _EVAL_VIDEO.value else None
+    step = manager.latest_step() if _EVAL_STEP.value == -1 else _EVAL_STEP.value
+    if step is None or step not in manager.all_steps():
+        raise app.UsageError(f"no checkpoint at step {_EVAL_STEP.value} in {run_dir / 'checkpoints'} "
+                             f"(available: {manager.all_steps()})")
+    agent, _ = manager.restore(template, step=step, observation_space=env.observation_space)
+    video = run_dir / f"eval_{step}.mp4" if _EVAL_VIDEO.value else None
     stats = evaluate_policy(env, agent.policy(), _EVAL_N.value, seed=config.seed + 12345, video_path=video)
-    (run_dir / f"eval_{_EVAL_STEP.value}.json").write_text(json.dumps(stats, indent=2) + "\n")
-    print(f"[eval] step {_EVAL_STEP.value}: success rate {stats['success_rate']:.0%} over {_EVAL_N.value} episodes, "
+    (run_dir / f"eval_{step}.json").write_text(json.dumps({"step": step, **stats}, indent=2) + "\n")
+    print(f"[eval] step {step}: success rate {stats['success_rate']:.0%} over {_EVAL_N.value} episodes, "
           f"mean episode time {stats['episode_time_s']:.2f} s" + (f"; video: {video}" if video else ""), flush=True)
 
 

@@ -8,6 +8,7 @@ transport queue holds transitions until the learner acknowledges them.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ class Actor:
         self.params_step = -1
         self.writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=config.to_dict())
         self.episodes = 0
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ends :meth:`run` after the current step (safe from a signal handler)."""
+        self._stop.set()
 
     def _refresh_policy(self) -> None:
         latest = self.client.latest_params()
@@ -65,7 +71,9 @@ class Actor:
         episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
         timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0}
         successes: list[bool] = []
-        for step in range(1, max_env_steps + 1):
+        step = 0
+        while step < max_env_steps and not self._stop.is_set():
+            step += 1
             t0 = time.perf_counter()
             self._refresh_policy()
             if step <= c.random_steps:
@@ -104,7 +112,7 @@ class Actor:
                 self.writer.write(step, {f"timer/{k[:-2]}_ms": 1e3 * v / c.log_period for k, v in timer.items()}
                                   | {"transport/pending": self.client.pending, "transport/dropped": self.client.dropped})
                 timer = dict.fromkeys(timer, 0.0)
-        return {"env_steps": max_env_steps, "episodes": self.episodes,
+        return {"env_steps": step, "episodes": self.episodes,
                 "success_rate": float(np.mean(successes)) if successes else 0.0}
 
     def close(self) -> None:

@@ -126,10 +126,11 @@ class Learner:
               f"waiting for {c.training_starts} transitions", flush=True)
         while len(self.online) < c.training_starts and not self._stop.is_set():
             time.sleep(0.05)
-        start_step, start_received = self.step, self.received
+        start_step, start_received, start_time = self.step, self.received, time.monotonic()
         timer = {"update_s": 0.0, "wait_s": 0.0}
+        out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
         with Prefetcher(self._sample, depth=2) as batches:
-            while self.step < c.max_steps and not self._stop.is_set():
+            while self.step < c.max_steps and not self._stop.is_set() and not out_of_time():
                 t0 = time.perf_counter()
                 if c.max_updates_per_transition > 0:  # couple the update rate to the data rate
                     allowed = lambda: c.max_updates_per_transition * (self.received - start_received + c.training_starts)  # noqa: E731

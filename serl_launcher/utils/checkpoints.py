@@ -84,6 +84,9 @@ class CheckpointManager:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def save(self, step: int, agent: Any, observation_space: spaces.Space, action_space: spaces.Space,
              extra: dict[str, Any] | None = None) -> None:
         meta = {**_meta(agent, observation_space, action_space), "step": int(step), "extra": extra or {}}
