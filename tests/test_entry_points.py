@@ -6,18 +6,29 @@ import subprocess
 from conftest import REPO
 
 
-def test_quickstart_writes_video_and_summary(tmp_path, python, subprocess_env):
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [python, str(REPO / "scripts/quickstart.py"), "--episodes", "2", "--run_dir", str(run_dir)],
-        capture_output=True, text=True, env=subprocess_env, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    video = run_dir / "expert.mp4"
-    assert f"video: {video}" in result.stdout
-    assert video.stat().st_size > 10_000
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["episodes"] == 2 and summary["success_rate"] == 1.0
+def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
+    """The README's main command, tiny: demos, learner + actor processes, evaluation, video."""
+    import shutil
+
+    name = "pytest-quickstart-smoke"
+    folder = REPO / "experiments/pick_cube_sim/runs" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        result = subprocess.run(
+            [python, str(REPO / "scripts/quickstart.py"), "--smoke", "--minutes", "0.25",
+             "--eval_n_trajs", "2", "--run_name", name],
+            capture_output=True, text=True, env=subprocess_env, timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "success rate:" in result.stdout
+        assert f"run folder: {folder}" in result.stdout
+        evals = list(folder.glob("eval_*.json"))
+        assert len(evals) == 1 and json.loads(evals[0].read_text())["step"] > 0
+        assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 10_000
+        assert (folder / "policy" / "policy.json").is_file()
+        assert (folder / "buffers" / "online" / "manifest.json").is_file()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_env_throughput_benchmark_smoke(tmp_path, python, subprocess_env):
