@@ -1,0 +1,367 @@
+"""The actor's end of the link: queues transitions until acknowledged, receives params."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import msgpack
+import zmq
+
+from serl_launcher.transport import _io
+from serl_launcher.transport.codec import (
+    MessageTooLarge,
+    TransportError,
+    array_header,
+    decode_message,
+    encode,
+    frame_parts,
+    map_header,
+    pack_value,
+)
+from serl_launcher.transport.config import TransportConfig
+from serl_launcher.transport.reliability import Outbox
+
+logger = logging.getLogger(__name__)
+
+_STATS_QUEUE = 64  # stats messages waiting for the learner; older ones are dropped
+_POLL_MS = 50
+_HEARTBEAT_FACTOR = 10  # hello every retry_interval_s * this once params are known
+_MAX_BACKOFF = 30.0  # s: re-send wait doubles per timeout without progress, up to this
+
+
+class ParamsSlot:
+    """The newest params seen, shared by the I/O thread (writer) and the actor (readers)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: tuple[int, dict] | None = None
+        self.epoch: str | None = None
+        self.step = -1
+
+    def is_newer(self, epoch: str, step: int) -> bool:
+        """A new learner (epoch) always wins: it may have restarted from an older checkpoint."""
+        return epoch != self.epoch or step > self.step
+
+    def set(self, epoch: str, step: int, params: Any) -> None:
+        with self._cond:
+            self.epoch, self.step = epoch, step
+            self._value = (step, params)
+            self._cond.notify_all()
+
+    def latest(self) -> tuple[int, dict] | None:
+        return self._value
+
+    def wait(self, timeout: float, newer_than: int | None) -> tuple[int, dict] | None:
+        def ready() -> bool:
+            return self._value is not None and (newer_than is None or self._value[0] > newer_than)
+
+        with self._cond:
+            return self._value if self._cond.wait_for(ready, max(0.0, timeout)) else None
+
+
+class ActorClient:
+    """Sends transitions and stats to a LearnerServer and receives its params.
+
+    Nothing here waits on the network: `send_transition` encodes the transition (a snapshot:
+    later in-place changes to its arrays are not sent) and queues it; a background I/O thread
+    owns the sockets (DEALER to the learner's ROUTER, SUB to its PUB), sends batches of up to
+    `send_batch_size` as soon as they are queued (at most `max_inflight_batches` messages
+    unacknowledged), and keeps every transition until the learner acknowledges it. A full queue
+    drops the oldest transitions (counted in `dropped`, logged).
+
+    Data and stats flow only while the learner answers: the client says hello (every
+    retry_interval_s until answered, then every 10x that as a heartbeat) and the learner
+    answers each hello with an ack (and with its params if the client's are older). After
+    `retry_interval_s` without an ack for data in flight (learner down, restarted or swamped)
+    the client stops sending data, says hello again, and once answered re-sends from its oldest
+    unacknowledged transition; each further timeout without progress doubles that wait (up to
+    30 s). So start order does not matter: before the learner is up everything waits here.
+
+    `actor_id` names the actor in the learner's callbacks and `actors` table. Each client also
+    picks a random `session`, so a restarted actor is recognised as new and delivered from its
+    first transition. Two live clients with the same actor_id are both delivered (each exactly
+    once), merged under that id on the learner, which warns.
+    """
+
+    def __init__(self, config: TransportConfig, actor_id: str):
+        config.validate()
+        if not isinstance(actor_id, str) or not actor_id:
+            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+        self.config = config
+        self.actor_id = actor_id
+        self.session = secrets.token_hex(8)
+        self._key = config.resolved_key()
+        self._outbox = Outbox(config.actor_queue_capacity, config.actor_queue_max_bytes)
+        self._stats_queue: deque[bytes] = deque(maxlen=_STATS_QUEUE)
+        self._params = ParamsSlot()
+        self._waker = _io.Waker()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = _io.RateLimitedLog(logger)
+        fields = ("actor", "session", "first", "base", "dropped", "items")
+        self._head = [msgpack.packb(k) for k in fields]
+        self._ids = [msgpack.packb(actor_id), msgpack.packb(self.session)]
+        # Bytes a data message adds around its items (+ 27: the three ints at their widest).
+        self._overhead = sum(len(p) for p in self._data_parts(0, 0, [])) + 27
+        # I/O thread state.
+        self._server_epoch: str | None = None
+        self._last_progress = time.monotonic()
+        self._retry_s = config.retry_interval_s  # current re-send wait (backs off)
+        self._blocked = False  # zmq refused a send (HWM): wait until the socket is writable
+        self._inflight_ends: deque[int] = deque()  # end seq of each data message not yet acked
+        self._next_hello = 0.0
+        self._nack_point: int | None = None
+        # Data and stats are sent only while the learner answers: zmq would otherwise queue
+        # them for a learner that is not there (hellos go out regardless, and the learner
+        # answers each with an ack).
+        self._alive = False
+        self.retransmits = 0
+
+    # ----------------------------------------------------------------------- public API
+
+    def start(self) -> ActorClient:
+        """Starts the I/O thread (connecting happens in the background); returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("ActorClient.start() called twice")
+        self._thread = threading.Thread(
+            target=self._run, name=f"serl-actor-io-{self.actor_id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def send_transition(self, transition: dict) -> None:
+        """Queues one transition (dict of numpy arrays / scalars / nested dicts); never blocks.
+
+        Raises UnsupportedType for values the codec does not carry and MessageTooLarge for a
+        transition that alone exceeds max_message_bytes: both are bugs in the caller.
+        """
+        item = pack_value(transition)
+        if len(item) + self._overhead > self.config.max_message_bytes:
+            raise MessageTooLarge(
+                f"one transition encodes to {len(item)} bytes; max_message_bytes is"
+                f" {self.config.max_message_bytes}"
+            )
+        dropped = self._outbox.put(item)
+        if dropped:
+            self._log(logging.WARNING, "dropped", "actor %r: queue full, dropped %d oldest"
+                      " transition(s), %d so far", self.actor_id, dropped, self._outbox.dropped)
+        self._waker.wake()
+
+    def send_stats(self, stats: dict) -> None:
+        """Sends a dict of stats to the learner's on_stats; best effort (no ack, no retry)."""
+        payload = {"actor": self.actor_id, "session": self.session, "stats": stats}
+        self._stats_queue.append(
+            encode(payload, msg_type="stats", key=self._key,
+                   max_message_bytes=self.config.max_message_bytes)
+        )
+        self._waker.wake()
+
+    def latest_params(self) -> tuple[int, dict] | None:
+        """(step, params) of the newest params received so far; None before any."""
+        return self._params.latest()
+
+    def wait_for_params(
+        self, timeout: float, newer_than: int | None = None
+    ) -> tuple[int, dict] | None:
+        """Like latest_params, but waits up to `timeout` s for params (with step > newer_than,
+        if given). None on timeout."""
+        return self._params.wait(timeout, newer_than)
+
+    @property
+    def pending(self) -> int:
+        """Transitions queued and not yet acknowledged by the learner."""
+        return self._outbox.pending
+
+    @property
+    def dropped(self) -> int:
+        """Transitions dropped, oldest first, because the queue was full."""
+        return self._outbox.dropped
+
+    def flush(self, timeout: float) -> bool:
+        """Waits up to `timeout` s until everything queued is acknowledged; True if it was."""
+        self._waker.wake()
+        return self._outbox.wait_empty(timeout)
+
+    def close(self) -> None:
+        """Stops the I/O thread; unacknowledged transitions are discarded (flush first)."""
+        self._stop.set()
+        self._waker.wake()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            if self._thread.is_alive():
+                logger.warning("actor I/O thread did not stop")
+                return
+        self._waker.close()
+        if self._outbox.pending:
+            logger.info("actor %r closed with %d unacknowledged transition(s)", self.actor_id,
+                        self._outbox.pending)
+
+    def __enter__(self) -> ActorClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ I/O thread
+
+    def _data_parts(self, first: int, base: int, items: list[bytes]) -> list[bytes]:
+        # msgpack of {"actor", "session", "first", "base", "dropped", "items": [...]} around
+        # items packed once in send_transition (and re-used as such by every re-send).
+        h = self._head
+        payload = [map_header(6), h[0], self._ids[0], h[1], self._ids[1],
+                   h[2], msgpack.packb(first), h[3], msgpack.packb(base),
+                   h[4], msgpack.packb(self._outbox.dropped), h[5], array_header(len(items)),
+                   *items]
+        return frame_parts("data", payload, self._key)
+
+    def _run(self) -> None:
+        cfg = self.config
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        _io.configure(dealer, cfg.max_message_bytes, cfg.host)
+        # Not IMMEDIATE: with it, zmq discards messages received but not yet read when the
+        # connection drops, i.e. the learner's last acks before a restart (-> duplicates).
+        # Without it, sends before the connection exists wait in zmq's pipe; the small HWM
+        # bounds that copy (the Outbox keeps the data regardless) and re-sends find it full.
+        dealer.setsockopt(zmq.SNDHWM, cfg.max_inflight_batches + 8)
+        dealer.setsockopt(zmq.RCVHWM, 1000)
+        dealer.connect(_io.endpoint(cfg.host, cfg.data_port))
+        sub = ctx.socket(zmq.SUB)
+        _io.configure(sub, cfg.max_message_bytes, cfg.host)
+        sub.setsockopt(zmq.CONFLATE, 1)  # only the newest params matter
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(_io.endpoint(cfg.host, cfg.param_port))
+        poller = zmq.Poller()
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(sub, zmq.POLLIN)
+        poller.register(self._waker.fileno(), zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                poller.modify(dealer, zmq.POLLIN | (zmq.POLLOUT if self._blocked else 0))
+                events = dict(poller.poll(_POLL_MS))
+                self._waker.drain()
+                if events.get(dealer, 0) & zmq.POLLOUT:
+                    self._blocked = False
+                if events.get(dealer, 0) & zmq.POLLIN:
+                    self._receive(dealer)
+                if sub in events:
+                    self._receive(sub)
+                self._pump(dealer)
+        except Exception:
+            logger.exception("actor I/O thread crashed")
+        finally:
+            dealer.close(0)
+            sub.close(0)
+            ctx.term()
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg_type, payload = decode_message(
+                    frame.buffer, key=self._key, max_message_bytes=self.config.max_message_bytes
+                )
+                if msg_type == "ack":
+                    self._on_ack(payload)
+                elif msg_type == "params":
+                    self._on_params(payload)
+                else:
+                    raise TransportError(f"unexpected message type {msg_type!r}")
+            except TransportError as error:
+                self._log(logging.WARNING, type(error).__name__,
+                          "actor %r: ignored a message from the learner: %s", self.actor_id, error)
+
+    def _on_ack(self, payload: Any) -> None:
+        p = _io.fields(payload, session=str, epoch=str, acked=int, nack=bool)
+        if p["session"] != self.session:
+            return  # meant for an earlier client with this actor_id
+        if p["epoch"] != self._server_epoch:
+            if self._server_epoch is not None:
+                logger.info("actor %r: learner restarted; re-sending %d unacknowledged",
+                            self.actor_id, self._outbox.pending)
+            self._server_epoch = p["epoch"]
+            self._next_hello = 0.0  # ask the new learner for its params now
+        now = time.monotonic()
+        if not self._alive:
+            self._alive = True
+            self._rewind()  # what was sent before may have gone nowhere
+            self._last_progress = now
+        if self._outbox.ack(p["acked"]):
+            self._last_progress = now
+            self._retry_s = self.config.retry_interval_s
+            self._nack_point = None
+        while self._inflight_ends and self._inflight_ends[0] <= p["acked"] + 1:
+            self._inflight_ends.popleft()
+        if p["nack"] and self._nack_point != p["acked"] + 1:
+            # Every message sent after the lost one is nacked with the same point: go back once.
+            self._nack_point = p["acked"] + 1
+            self._rewind(self._nack_point)
+            self._last_progress = now
+
+    def _on_params(self, payload: Any) -> None:
+        p = _io.fields(payload, epoch=str, step=int, params=dict)
+        if self._params.is_newer(p["epoch"], p["step"]):
+            self._params.set(p["epoch"], p["step"], p["params"])
+
+    def _send(self, dealer: zmq.Socket, frame: bytes) -> bool:
+        try:
+            dealer.send(frame, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self._blocked = True
+            return False
+
+    def _pump(self, dealer: zmq.Socket) -> None:
+        if self._blocked:
+            return
+        now = time.monotonic()
+        cfg = self.config
+        if self._alive and self._outbox.inflight and now - self._last_progress > self._retry_s:
+            # No ack for a while: the learner is gone, restarting or swamped. Stop sending data
+            # until it answers a hello, then go back to the oldest unacknowledged transition;
+            # wait longer next time, so a slow learner is not buried in re-sends.
+            self._retry_s = min(2 * self._retry_s, max(_MAX_BACKOFF, cfg.retry_interval_s))
+            self._alive = False
+            self._rewind()
+            self._nack_point = None
+            self._next_hello = 0.0
+            self.retransmits += 1
+        if now >= self._next_hello:
+            payload = {"actor": self.actor_id, "session": self.session,
+                       "epoch": self._params.epoch, "step": self._params.step}
+            if not self._send(dealer, encode(payload, msg_type="hello", key=self._key)):
+                return
+            steady = self._alive and self._params.latest() is not None
+            self._next_hello = now + cfg.retry_interval_s * (_HEARTBEAT_FACTOR if steady else 1)
+        if not self._alive:
+            return
+        while self._stats_queue:
+            if not self._send(dealer, self._stats_queue[0]):
+                return
+            self._stats_queue.popleft()
+        budget = cfg.max_message_bytes - self._overhead
+        # At most max_inflight_batches unacknowledged messages: while the window is full, new
+        # transitions accumulate and leave in fuller batches (small ones only when idle).
+        while len(self._inflight_ends) < cfg.max_inflight_batches:
+            batch = self._outbox.peek_batch(cfg.send_batch_size, budget, window=1 << 62)
+            if batch is None:
+                return
+            first, base, items = batch
+            if not self._send(dealer, b"".join(self._data_parts(first, base, items))):
+                return
+            self._outbox.mark_sent(first + len(items))
+            if not self._inflight_ends:
+                self._last_progress = now
+            self._inflight_ends.append(first + len(items))
+
+    def _rewind(self, to: int | None = None) -> None:
+        self._outbox.rewind(to)
+        self._inflight_ends.clear()
