@@ -29,6 +29,10 @@ def base_config() -> config_dict.ConfigDict:
     c.actor = config_dict.ConfigDict({
         "max_env_steps": 1_000_000,
         "random_steps": 0,  # uniform random actions before using the policy
+        # Pacing against the learner (a simulator can outrun it; a real robot paces itself):
+        # wait while env steps exceed ahead_slack + env_steps_per_update * the learner's step.
+        "env_steps_per_update": 0.0,  # 0: free-running
+        "ahead_slack": 500,
         "log_period": 500,
         "intervention": config_dict.ConfigDict({
             "enabled": True,  # the simulated person (scripted expert) in sim

@@ -69,13 +69,19 @@ class Actor:
         rng = jax.random.PRNGKey(self.config.seed + 7)
         obs, _ = self.env.reset(seed=self.config.seed)
         episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
-        timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0}
+        timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0, "paced_s": 0.0}
         successes: list[bool] = []
         step = 0
         while step < max_env_steps and not self._stop.is_set():
             step += 1
             t0 = time.perf_counter()
             self._refresh_policy()
+            if c.env_steps_per_update > 0:  # pace the simulator to the learner
+                while (step > c.ahead_slack + c.env_steps_per_update * max(0, self.params_step)
+                       and not self._stop.is_set()):
+                    time.sleep(0.01)
+                    self._refresh_policy()
+            t_paced = time.perf_counter()
             if step <= c.random_steps:
                 action = self.env.action_space.sample()
             else:
@@ -89,7 +95,8 @@ class Actor:
                 obs, executed, next_obs, reward, terminated, truncated,
                 intervened=bool(info.get("intervened", False)), grasp_penalty=info.get("grasp_penalty"),
             ))
-            timer["policy_s"] += t1 - t0
+            timer["paced_s"] += t_paced - t0
+            timer["policy_s"] += t1 - t_paced
             timer["env_s"] += t2 - t1
             timer["send_s"] += time.perf_counter() - t2
             episode["return"] += float(reward)

@@ -16,10 +16,18 @@ def get_config() -> config_dict.ConfigDict:
     c.exp_name = "pick_cube_sim"
     c.env_id = "PandaPickCube-v0"
     c.env = env_config()
-    c.agent.utd_ratio = 4
+    # Screened in-process on this 2-core CPU (benchmarks/inprocess_pick_cube.py): a discrete grasp
+    # critic for the gripper, 2 critics, no entropy backup, a small initial temperature and UTD 2
+    # learned pick-cube from 20 demos to 95-100 % in ~15k env steps; RLPD's 10 critics were
+    # too slow per update here for the same wall-clock.
+    c.agent.learned_gripper = True
+    c.agent.num_qs = 2
+    c.agent.backup_entropy = False
+    c.agent.init_temperature = 0.01
+    c.agent.utd_ratio = 2
     c.agent.batch_size = 128
     c.agent.discount = 0.97
-    c.agent.init_temperature = 0.05
+    c.actor.env_steps_per_update = 1.0  # the simulator would outrun the learner otherwise
     c.lock()
     return c
 
