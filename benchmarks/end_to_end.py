@@ -12,9 +12,6 @@ and the time to reach 90 %. Writes benchmarks/results/end_to_end_<exp>.json.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,12 +31,6 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Results file.")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env_steps(folder: Path) -> int:
     path = folder / "metrics.jsonl"
     steps = 0
@@ -53,7 +44,8 @@ def run_seed(seed: int) -> dict:
     sys.path.insert(0, str(REPO))
     import jax  # noqa: F401  (before any policy is loaded)
 
-    from experiments.mappings import experiment_dir, load_experiment, run_dir
+    from experiments.launch import role_args, script_env, start_role, stop
+    from experiments.mappings import load_experiment, run_dir
     from serl_launcher.actor import evaluate_policy
     from serl_launcher.utils.checkpoints import load_policy
 
@@ -62,21 +54,16 @@ def run_seed(seed: int) -> dict:
     name = f"e2e-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = run_dir(_EXP.value, name)
     folder.mkdir(parents=True)
-    env = {**os.environ, "SERL_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
+    env = script_env()
     start = time.monotonic()
     demos = folder / "demos.pkl"
     subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
                     "--seed", str(1000 + 100 * seed)], check=True, env=env, capture_output=True)
-    sets = [f"seed={seed}", f"transport.data_port={free_port()}", f"transport.param_port={free_port()}",
-            f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)",
-            "learner.checkpoint_period=500", *_SET.value]
-    args = [a for s in sets for a in ("--set", s)] + ["--checkpoint_path", name]
-    exp_dir = experiment_dir(_EXP.value)
-    learner = subprocess.Popen(["bash", str(exp_dir / "run_learner.sh"), *args], env=env,
-                               stdout=(folder / "learner.log").open("w"), stderr=subprocess.STDOUT)
-    actor = subprocess.Popen(["bash", str(exp_dir / "run_actor.sh"), "--actor_id", "sim-0", *args], env=env,
-                             stdout=(folder / "actor.log").open("w"), stderr=subprocess.STDOUT)
+    args = role_args(name, [f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
+                            f"demos.paths=({str(demos)!r},)", "learner.checkpoint_period=500", *_SET.value])
+    learner = start_role(_EXP.value, "learner", args, folder / "learner.log", env)
+    actor = start_role(_EXP.value, "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env)
     eval_env = exp.make_env(config)
     history, evaluated = [], None
     try:
@@ -97,11 +84,7 @@ def run_seed(seed: int) -> dict:
             if done:
                 break
     finally:
-        for process in (learner, actor):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in (learner, actor):
-            process.wait(timeout=120)
+        stop([learner, actor])
     reached = next((h for h in history if h["success_rate"] >= _TARGET.value), None)
     return {"seed": seed, "run": str(folder), "history": history,
             "time_to_target_s": reached["wall_s"] if reached else None,

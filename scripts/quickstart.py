@@ -13,9 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,17 +27,6 @@ _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Evaluation episodes.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (for tests): a few hundred steps, small networks.")
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE_SETTINGS = [
-    "learner.training_starts=100", "learner.checkpoint_period=100", "learner.log_period=20",
-    "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
-    "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def last_records(path: Path, key: str) -> dict | None:
@@ -56,6 +42,7 @@ def last_records(path: Path, key: str) -> dict | None:
 
 def main(argv: list[str]) -> None:
     del argv
+    from experiments.launch import SMOKE_SETTINGS, role_args, script_env, start_role, stop
     from experiments.mappings import experiment_dir, load_experiment, run_dir
 
     try:
@@ -66,9 +53,10 @@ def main(argv: list[str]) -> None:
     name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = run_dir(_EXP_NAME.value, name)
     python = sys.executable
-    env = {**os.environ, "SERL_PYTHON": python, "PYTHONUNBUFFERED": "1"}
+    env = script_env()
 
     # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
+    folder.mkdir(parents=True, exist_ok=True)
     demos = folder / "demos.pkl"
     if not demos.is_file():
         needed = "3" if _SMOKE.value else "20"
@@ -77,17 +65,12 @@ def main(argv: list[str]) -> None:
                         "--successes_needed", needed, "--output", str(demos)], check=True, env=env)
 
     # 2. Learner and actor, as separate processes, on free ports.
-    settings = [f"transport.data_port={free_port()}", f"transport.param_port={free_port()}",
-                f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
+    settings = [f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
     if _SMOKE.value:
         settings += SMOKE_SETTINGS
-    extra = [arg for s in settings for arg in ("--set", s)] + ["--checkpoint_path", name]
-    folder.mkdir(parents=True, exist_ok=True)
-    logs = {role: (folder / f"{role}.log").open("w") for role in ("learner", "actor")}
-    learner = subprocess.Popen(["bash", str(exp_dir / "run_learner.sh"), *extra], env=env,
-                               stdout=logs["learner"], stderr=subprocess.STDOUT)
-    actor = subprocess.Popen(["bash", str(exp_dir / "run_actor.sh"), "--actor_id", "sim-0", *extra], env=env,
-                             stdout=logs["actor"], stderr=subprocess.STDOUT)
+    extra = role_args(name, settings)
+    learner = start_role(_EXP_NAME.value, "learner", extra, folder / "learner.log", env)
+    actor = start_role(_EXP_NAME.value, "actor", ["--actor_id", "sim-0", *extra], folder / "actor.log", env)
     print(f"[quickstart] training for {_MINUTES.value:g} min; logs in {folder}", flush=True)
     try:
         while learner.poll() is None:
@@ -100,18 +83,14 @@ def main(argv: list[str]) -> None:
             if actor.poll() is not None:
                 raise RuntimeError(f"the actor exited early (code {actor.returncode}); see {folder / 'actor.log'}")
     finally:
-        for process in (learner, actor):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in (learner, actor):
-            process.wait(timeout=120)
+        stop([learner, actor])
     if learner.returncode != 0:
         raise RuntimeError(f"the learner failed (code {learner.returncode}); see {folder / 'learner.log'}")
 
     # 3. Evaluation of the final checkpoint.
     result = subprocess.run(
         ["bash", str(exp_dir / "run_actor.sh"), "--checkpoint_path", name, "--eval_checkpoint_step", "-1",
-         "--eval_n_trajs", str(_EVAL_N.value), "--eval_video", *extra[: -2]],
+         "--eval_n_trajs", str(_EVAL_N.value), "--eval_video", *extra[:-2]],
         env=env, capture_output=True, text=True,
     )
     if result.returncode != 0:

@@ -21,6 +21,7 @@ def subprocess_env(tmp_path):
     env.pop("DISPLAY", None)
     env["WANDB_MODE"] = "disabled"
     env["PYTHONUNBUFFERED"] = "1"
+    env["SERL_PYTHON"] = sys.executable  # what the experiments' run scripts start
     return env
 
 

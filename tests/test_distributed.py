@@ -2,26 +2,14 @@
 
 import json
 import signal
-import socket
 import subprocess
 import time
 
 from conftest import REPO
 
+from experiments.launch import SMOKE_SETTINGS, role_args, start_role, stop
+
 EXP = REPO / "experiments" / "pick_cube_sim"
-SMOKE = [
-    "learner.training_starts=100", "learner.checkpoint_period=50", "learner.log_period=10",
-    "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
-    "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -33,14 +21,11 @@ def wait_for(predicate, timeout, what):
 
 def test_killed_learner_resumes_from_checkpoint_and_buffers(tmp_path, subprocess_env):
     run = tmp_path / "run"
-    sets = [*SMOKE, f"transport.data_port={free_port()}", f"transport.param_port={free_port()}"]
-    args = [a for s in sets for a in ("--set", s)] + ["--checkpoint_path", str(run)]
+    args = role_args(str(run), SMOKE_SETTINGS)
     env = {**subprocess_env, "SERL_TRANSPORT_KEY": "test-secret"}
-    log = lambda name: (tmp_path / name).open("w")  # noqa: E731
-    learner = subprocess.Popen(["bash", str(EXP / "run_learner.sh"), *args, "--set", "learner.max_steps=100000"],
-                               env=env, stdout=log("learner1.log"), stderr=subprocess.STDOUT)
-    actor = subprocess.Popen(["bash", str(EXP / "run_actor.sh"), "--actor_id", "a0", *args],
-                             env=env, stdout=log("actor.log"), stderr=subprocess.STDOUT)
+    learner = start_role("pick_cube_sim", "learner", [*args, "--set", "learner.max_steps=100000"],
+                         tmp_path / "learner1.log", env)
+    actor = start_role("pick_cube_sim", "actor", ["--actor_id", "a0", *args], tmp_path / "actor.log", env)
     try:
         checkpoints = run / "checkpoints"
         wait_for(lambda: checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 100 for p in checkpoints.iterdir()),
@@ -66,10 +51,7 @@ def test_killed_learner_resumes_from_checkpoint_and_buffers(tmp_path, subprocess
         assert summary["online"] >= resumed_online
         assert (run / "policy" / "policy.json").is_file()
     finally:
-        for process in (learner, actor):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
+        stop([learner, actor], timeout=60)
     assert actor.returncode == 0, (tmp_path / "actor.log").read_text()[-3000:]
     metrics = [json.loads(line) for line in (run / "actor-a0" / "metrics.jsonl").read_text().splitlines()]
     assert any("actor/success" in m for m in metrics)

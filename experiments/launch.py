@@ -1,0 +1,52 @@
+"""Starting an experiment's learner and actor as separate processes through its run scripts
+(what the quickstart, the end-to-end benchmark and the tests do, as a user would)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.mappings import experiment_dir
+
+# Tiny sizes for smoke runs: a few hundred learner steps with small networks.
+SMOKE_SETTINGS = (
+    "learner.training_starts=100", "learner.checkpoint_period=50", "learner.log_period=10",
+    "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
+    "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def role_args(checkpoint_path: str, settings: list[str] | tuple[str, ...]) -> list[str]:
+    """Flags for run_learner.sh / run_actor.sh: free ports plus `settings` as --set overrides."""
+    sets = [f"transport.data_port={free_port()}", f"transport.param_port={free_port()}", *settings]
+    return [a for s in sets for a in ("--set", s)] + ["--checkpoint_path", str(checkpoint_path)]
+
+
+def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the run scripts: this interpreter, unbuffered output."""
+    return {**os.environ, "SERL_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def start_role(exp_name: str, role: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Runs experiments/<exp>/run_<role>.sh with `args`, output to `log`."""
+    return subprocess.Popen(["bash", str(experiment_dir(exp_name) / f"run_{role}.sh"), *args], env=env,
+                            stdout=Path(log).open("w"), stderr=subprocess.STDOUT)
+
+
+def stop(processes: list[subprocess.Popen], timeout: float = 120) -> None:
+    """SIGTERM (the roles save and exit cleanly), then wait."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=timeout)
