@@ -70,9 +70,11 @@ def run_seed(seed: int) -> dict:
         while True:
             done = learner.poll() is not None
             time.sleep(0 if done else _EVAL_EVERY.value)
-            meta_path = folder / "policy" / "policy.json"
-            if meta_path.is_file():
+            try:  # the learner may be swapping in a new export right now: try again next round
                 policy, meta = load_policy(folder / "policy")
+            except (FileNotFoundError, ValueError):
+                policy = meta = None
+            if meta is not None:
                 if meta["step"] != evaluated:
                     evaluated = meta["step"]
                     stats = evaluate_policy(eval_env, policy, _EVAL_EPISODES.value, seed=50_000)

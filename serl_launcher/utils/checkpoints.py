@@ -12,6 +12,7 @@ folder alone with :func:`load_policy`.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +119,25 @@ class CheckpointManager:
 
 def export_policy(directory: str | Path, agent: Any, observation_space: spaces.Space,
                   action_space: spaces.Space, step: int | None = None) -> Path:
-    """Writes the acting part of `agent` to `directory` (created; replaced if it exists)."""
+    """Writes the acting part of `agent` to `directory` (replaced if it exists).
+
+    The export is written to a sibling folder and swapped in with renames, so a reader (an
+    evaluator polling the folder) never sees a policy.json next to half-written parameters; for
+    an instant the folder may be missing, which :func:`load_policy` reports as FileNotFoundError.
+    """
     directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
+    staging, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
     meta = {**_meta(agent, observation_space, action_space), "format": POLICY_FORMAT, "step": step}
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / "params", agent.policy().params, force=True)
-    (directory / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+        checkpointer.save(staging / "params", agent.policy().params)
+    (staging / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
