@@ -36,10 +36,14 @@ def inprocess_config() -> config_dict.ConfigDict:
     c.env_id = "PandaPickCube-v0"
     c.env = env_config()
     c.agent = rlpd_config()
-    c.agent.utd_ratio = 4
+    # As experiments/pick_cube_sim (screened on this CPU): learned gripper, 2 critics, UTD 2.
+    c.agent.learned_gripper = True
+    c.agent.num_qs = 2
+    c.agent.backup_entropy = False
+    c.agent.init_temperature = 0.01
+    c.agent.utd_ratio = 2
     c.agent.batch_size = 128
     c.agent.discount = 0.97
-    c.agent.init_temperature = 0.05
     c.seed = 0
     c.max_env_steps = 20_000
     c.max_seconds = 0.0  # wall-clock budget (0: none)

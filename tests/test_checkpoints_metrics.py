@@ -131,3 +131,15 @@ def test_multi_device_update_matches_single_device(python, subprocess_env):
                             env=env, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MATCH" in result.stdout
+
+
+def test_re_export_replaces_the_policy_without_leftovers(tmp_path):
+    agent = SACAgent.create(jax.random.PRNGKey(3), STATE_SPACE, ACTION_SPACE, small(sac_config()))
+    export_policy(tmp_path / "policy", agent, STATE_SPACE, ACTION_SPACE, step=1)
+    agent, _ = agent.update(random_batch(STATE_SPACE, 8))
+    export_policy(tmp_path / "policy", agent, STATE_SPACE, ACTION_SPACE, step=2)
+    policy, meta = load_policy(tmp_path / "policy")
+    assert meta["step"] == 2
+    for a, b in zip(actions_of(agent.policy()), actions_of(policy), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
