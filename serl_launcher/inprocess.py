@@ -73,6 +73,7 @@ def reach_config() -> config_dict.ConfigDict:
     c.env.cube_xy_low, c.env.cube_xy_high = (0.42, -0.08), (0.58, 0.08)
     c.env.workspace_low = (0.3, -0.2, 0.06)  # the tool cannot dive into the table
     c.agent.num_qs, c.agent.num_min_qs, c.agent.utd_ratio = 2, 2, 2
+    c.agent.learned_gripper, c.agent.backup_entropy, c.agent.init_temperature = False, True, 0.05
     c.training_starts = 100
     c.max_env_steps = 3000
     c.eval_every = 1000
