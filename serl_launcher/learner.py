@@ -6,7 +6,9 @@ Run folder layout (``run_dir``):
     checkpoints/<step>/    orbax training state (agent, optimizer states, RNG) + meta
     buffers/online|demo/   chunked replay buffers (resume restores them)
     policy/                the latest exported policy (loads from the folder alone)
-    metrics.jsonl          train/, replay/, timer/ and actor/ (stats sent by actors) records
+    metrics.jsonl          train/, replay/, timer/ and actor/ (stats sent by actors) records;
+                           replay/intervention_rate is the share of intervened transitions among
+                           those received since the previous record (absent when none arrived)
 
 Every transition goes to the online buffer; intervention transitions also go to the demo buffer,
 which starts with the demo files. A restarted learner restores the newest checkpoint and both
@@ -64,7 +66,9 @@ class Learner:
         (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list) + "\n")
         self._lock = threading.Lock()  # the metrics writer is shared with the transport thread
         self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", config=config.to_dict())
-        self.received = 0
+        self.received = self.intervened = 0  # transitions received by this process (not restored)
+        self._counts_lock = threading.Lock()  # the transport thread counts, the training loop reads
+        self._logged_counts = (0, 0)  # (received, intervened) at the previous replay/ record
         self._stop = threading.Event()
         self.server = make_server(self._on_transitions, self._on_stats)
 
@@ -96,11 +100,28 @@ class Learner:
     # ------------------------------------------------------------------ transport callbacks
 
     def _on_transitions(self, actor_id: str, transitions: list[dict[str, Any]]) -> None:
+        intervened = 0
         for transition in transitions:
             self.online.insert(transition)
             if transition.get("intervened"):
                 self.demo.insert(transition)
-        self.received += len(transitions)
+                intervened += 1
+        with self._counts_lock:  # both counts move together: a reader never sees one without the other
+            self.received += len(transitions)
+            self.intervened += intervened
+
+    def replay_metrics(self) -> dict[str, float]:
+        """The replay/ record: buffer sizes, totals received, and the intervention rate since the
+        previous call (left out when nothing arrived since, as 0/0 is not a rate)."""
+        with self._counts_lock:
+            received, intervened = self.received, self.intervened
+        metrics = {"replay/online": len(self.online), "replay/demo": len(self.demo),
+                   "replay/received": received, "replay/intervened_total": intervened}
+        new_received = received - self._logged_counts[0]
+        if new_received > 0:
+            metrics["replay/intervention_rate"] = (intervened - self._logged_counts[1]) / new_received
+        self._logged_counts = (received, intervened)
+        return metrics
 
     def _on_stats(self, actor_id: str, stats: dict[str, Any]) -> None:
         with self._lock:
@@ -147,8 +168,7 @@ class Learner:
                     with self._lock:
                         self.writer.write(self.step, metrics, prefix="train/")
                         self.writer.write(self.step, {
-                            "replay/online": len(self.online), "replay/demo": len(self.demo),
-                            "replay/received": self.received,
+                            **self.replay_metrics(),
                             "timer/update_ms": 1e3 * timer["update_s"] / c.log_period,
                             "timer/rate_limit_wait_ms": 1e3 * timer["wait_s"] / c.log_period,
                         })
