@@ -44,7 +44,8 @@ def check_finite(step: int, metrics: Mapping[str, float]) -> None:
 
 
 class MetricsWriter:
-    """Appends ``{"step": ..., "time": ..., **metrics}`` lines to ``path`` (metrics.jsonl).
+    """Appends ``{"step": ..., "time": ..., **metrics}`` lines to ``path`` (metrics.jsonl);
+    ``time`` is wall-clock Unix seconds (what run reports plot against).
 
     Args:
         path: the JSON-lines file (parent folders are created).
