@@ -5,7 +5,9 @@
    run_learner.sh / run_actor.sh, the scripted expert intervening when the policy stalls,
 3. train for --minutes of wall-clock, then stop both cleanly (checkpoint and buffers saved),
 4. evaluate the final checkpoint (deterministic, no interventions) with a video,
-5. print the success rate and where everything is.
+5. write the run's report (success rate, episode return and intervention rate against wall-clock
+   and env steps, as PNG plots; report.md / report.json) into the run folder,
+6. print the success rate and where everything is, the run folder last.
 
     python scripts/quickstart.py [--minutes 10] [--run_name NAME]
 """
@@ -31,13 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def last_records(path: Path, key: str) -> dict | None:
     """The newest record of metrics.jsonl that has `key` (None before there is one)."""
+    from serl_launcher.utils.report import read_records  # tolerates a line being written right now
+
     if not path.is_file():
         return None
-    for line in reversed(path.read_text().splitlines()):
-        record = json.loads(line)
-        if key in record:
-            return record
-    return None
+    return next((record for record in reversed(read_records(path)) if key in record), None)
 
 
 def main(argv: list[str]) -> None:
@@ -99,9 +99,11 @@ def main(argv: list[str]) -> None:
     stats = json.loads(evals[-1].read_text())
     print(f"success rate: {stats['success_rate']:.0%} over {_EVAL_N.value} evaluation episodes "
           f"(learner step {stats['step']}, mean episode time {stats['episode_time_s']:.2f} s)")
-    video = folder / f"eval_{stats['step']}.mp4"
-    print(f"video: {video}")
-    print(f"run folder: {folder}")
+
+    # 4. The report (plots, report.md, report.json); the run folder is the last line printed.
+    from serl_launcher.utils.report import report_lines, write_report
+
+    print("\n".join(report_lines(write_report(folder))), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 import json
 import subprocess
+from pathlib import Path
 
 from conftest import REPO
+
+from serl_launcher.utils.report import PLOT_FILES, read_records
 
 
 def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
@@ -21,7 +24,21 @@ def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         assert "success rate:" in result.stdout
-        assert f"run folder: {folder}" in result.stdout
+        printed = result.stdout.strip().splitlines()
+        assert printed[-1] == f"run folder: {folder}"
+        plots = [Path(line.removeprefix("plot: ")) for line in printed if line.startswith("plot: ")]
+        assert len(plots) == 3
+        for plot in plots:
+            assert plot.parent == folder and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        report = json.loads((folder / "report.json").read_text())
+        assert (folder / "report.md").is_file() and report["episodes"] > 0 and report["env_steps"] > 0
+        assert f"video: {report['video']}" in printed and Path(report["video"]).parent == folder
+        assert f"metrics: {folder / 'metrics.jsonl'}" in printed
+        assert f"metrics: {folder / 'actor-sim-0' / 'metrics.jsonl'}" in printed
+        assert report["evaluations"][-1]["success_rate"] is not None
+        replay = [r for r in read_records(folder / "metrics.jsonl") if "replay/received" in r]
+        assert replay and all("replay/intervened_total" in r for r in replay)
+        assert any(0.0 <= r.get("replay/intervention_rate", -1) <= 1.0 for r in replay)
         evals = list(folder.glob("eval_*.json"))
         assert len(evals) == 1 and json.loads(evals[0].read_text())["step"] > 0
         assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 10_000
@@ -29,6 +46,22 @@ def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
         assert (folder / "buffers" / "online" / "manifest.json").is_file()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_report_script_regenerates_a_report(tmp_path, python, subprocess_env):
+    from test_report import write_synthetic_run
+
+    write_synthetic_run(tmp_path)
+    result = subprocess.run([python, str(REPO / "scripts/report.py"), str(tmp_path), "--window", "4"],
+                            capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == f"run folder: {tmp_path}"
+    assert "training: 10 episodes, 120 env steps; rolling success rate 75%" in result.stdout
+    assert all((tmp_path / file).stat().st_size > 0 for file in PLOT_FILES.values())
+    assert json.loads((tmp_path / "report.json").read_text())["window"] == 4
+    missing = subprocess.run([python, str(REPO / "scripts/report.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert missing.returncode != 0 and f"no run folder at {tmp_path / 'nope'}" in missing.stderr
 
 
 def test_env_throughput_benchmark_smoke(tmp_path, python, subprocess_env):
