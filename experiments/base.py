@@ -35,7 +35,12 @@ def base_config() -> config_dict.ConfigDict:
         "ahead_slack": 500,
         "log_period": 500,
         "intervention": config_dict.ConfigDict({
-            "enabled": True,  # the simulated person (scripted expert) in sim
+            "enabled": True,
+            # Who intervenes (serl_launcher.human.make_device): "scripted" (the experiment's expert,
+            # taking over when the policy stalls; the simulated person), or a person at
+            # "keyboard", "spacemouse" or "gamepad" deciding when to take over; "none".
+            "device": "scripted",
+            # The scripted person's schedule and its expert's noise:
             "patience": 15, "hold_steps": 30, "window": 20, "min_probability": 0.0, "noise": 0.1,
         }),
     })

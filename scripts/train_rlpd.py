@@ -81,18 +81,16 @@ def run_learner(exp, config, run_dir) -> None:
 
 def run_actor(exp, config, run_dir) -> None:
     from serl_launcher.actor import Actor
-    from serl_launcher.human.scripted import StallTakeover
+    from serl_launcher.human.devices import device_from_config
     from serl_launcher.transport import ActorClient
     from serl_launcher.wrappers.intervention import InterventionWrapper
 
     actor_id = _ACTOR_ID.value or socket.gethostname()
-    env, device = exp.make_env(config), None
-    if config.actor.intervention.enabled:
-        expert = exp.make_expert(env, config)
-        if expert is not None:
-            i = config.actor.intervention
-            device = StallTakeover(expert, i.patience, i.hold_steps, i.window, i.min_probability, seed=config.seed)
-            env = InterventionWrapper(env, device)
+    env = exp.make_env(config)
+    device = device_from_config(config.actor.intervention, env.action_space.shape[0],
+                                lambda: exp.make_expert(env, config), seed=config.seed)
+    if device is not None:
+        env = InterventionWrapper(env, device)
     actor = Actor(config, env, ActorClient(transport_config(config), actor_id), run_dir / f"actor-{actor_id}", device)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: actor.stop())
