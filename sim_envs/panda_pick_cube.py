@@ -90,6 +90,9 @@ def default_config() -> config_dict.ConfigDict:
     # "sparse": 1 on success, else 0. "dense": 1 on success, else minus the distance still to go
     # (metres; tool to target, plus the lift still missing for "pick"); for quick learning tests.
     c.reward_type = "sparse"
+    # False: success does not end the episode (it truncates at max_episode_steps), for a task
+    # whose reward and episode end come from a learned classifier (a wrapper), not the simulator.
+    c.terminate_on_success = True
     # Observations.
     c.image_obs = False
     c.image_height = 128
@@ -288,7 +291,7 @@ class PandaPickCubeEnv(gym.Env):
         self._steps += 1
 
         success = self.is_success()
-        terminated = bool(success)
+        terminated = bool(success) and self.config.terminate_on_success
         truncated = (not terminated) and self._steps >= self.config.max_episode_steps
         obs = self._observation()
         if self.render_mode == "human":
