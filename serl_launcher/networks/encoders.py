@@ -5,7 +5,8 @@ An observation is a dict: ``state`` (B, S) float32 and one (B, H, W, 3) uint8 im
 state through unchanged (no parameters), which is what state-based SAC/RLPD uses.
 
 Backbones:
-- ``small``: a 3-layer strided conv net, the CPU default (cheap at 64x64).
+- ``small``: a 3-layer strided conv net.
+- ``patch``: patch-embedding stages (space-to-depth + Dense), the fastest on a CPU.
 - ``resnet10``: ResNet-10 (v1, GroupNorm), the HIL-SERL backbone. Pretrained weights load from a
   file the user gives (:func:`load_backbone_params`); with ``freeze_backbone`` its output is
   stop-gradiented and its parameters live under ``frozen_backbone``, which optimizers skip.
@@ -46,6 +47,33 @@ class SmallConvEncoder(nn.Module):
             x = nn.Conv(features, (self.kernel_size,) * 2, strides=stride, padding="VALID",
                         kernel_init=nn.initializers.he_normal())(x)
             x = nn.relu(x)
+        return x
+
+
+class PatchEncoder(nn.Module):
+    """(B, H, W, 3) uint8 -> (B, H / prod(patches), W / prod(patches), features[-1]) float32.
+
+    Each stage cuts the map into non-overlapping p x p patches (space-to-depth) and mixes each
+    patch with a Dense layer (a stride-p, p x p convolution written as one matrix multiply),
+    then LayerNorm and ReLU. On a CPU this is several times faster than the strided 3x3 convs of
+    ``small``: XLA:CPU runs matrix multiplies near peak but convolutions and their gradients far
+    below it (benchmarks/README.md, "image encoders").
+    """
+
+    patches: Sequence[int] = (4, 2)
+    features: Sequence[int] = (32, 64)
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) / 255.0 - 0.5
+        for p, features in zip(self.patches, self.features, strict=True):
+            b, h, w, c = x.shape
+            if h % p or w % p:
+                raise ValueError(f"patch encoder: a {h}x{w} map does not split into {p}x{p} patches; "
+                                 f"image sides must be multiples of {int(np.prod(self.patches))}")
+            x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
+            x = nn.Dense(features, kernel_init=nn.initializers.he_normal())(x)
+            x = nn.relu(nn.LayerNorm()(x))
         return x
 
 
@@ -99,9 +127,11 @@ class SpatialLearnedEmbeddings(nn.Module):
 def make_backbone(kind: str, name: str) -> nn.Module:
     if kind == "small":
         return SmallConvEncoder(name=name)
+    if kind == "patch":
+        return PatchEncoder(name=name)
     if kind == "resnet10":
         return ResNet10(name=name)
-    raise ValueError(f"unknown image encoder {kind!r}; choose 'small' or 'resnet10'")
+    raise ValueError(f"unknown image encoder {kind!r}; choose 'small', 'patch' or 'resnet10'")
 
 
 class ObservationEncoder(nn.Module):
@@ -109,7 +139,7 @@ class ObservationEncoder(nn.Module):
 
     Attributes:
         image_keys: camera names, in a fixed order.
-        backbone: "small" or "resnet10".
+        backbone: "small", "patch" or "resnet10".
         freeze_backbone: stop gradients through the backbone and keep its params out of optimizers.
         pooling: "spatial_embeddings" (HIL-SERL) or "avg".
         num_spatial_features: kernels per channel for spatial embeddings.
