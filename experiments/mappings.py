@@ -13,6 +13,7 @@ from types import ModuleType
 
 CONFIG_MAPPING: dict[str, str] = {
     "pick_cube_sim": "experiments.pick_cube_sim.config",
+    "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
@@ -39,3 +40,27 @@ def run_dir(exp_name: str, checkpoint_path: str) -> Path:
     """A run folder: absolute as given, else experiments/<exp>/runs/<checkpoint_path>."""
     p = Path(checkpoint_path).expanduser()
     return p if p.is_absolute() else experiment_dir(exp_name) / "runs" / p
+
+
+def apply_overrides(config, overrides: list[str] | tuple[str, ...]) -> None:
+    """Applies ``key=value`` strings (dotted keys, Python-literal values, else a bare string) to
+    `config`; an unknown key raises KeyError, a malformed item ValueError."""
+    import ast
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare string
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node:
+                raise KeyError(f"--set {key}: no config key {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"--set {key}: no config key {leaf!r}")
+        node[leaf] = tuple(value) if isinstance(value, list) else value

@@ -1,0 +1,164 @@
+"""Record camera frames labelled success / failure, to train an experiment's reward classifier.
+
+    cd experiments/pick_cube_sim_vision
+    python ../../scripts/record_success_fail.py --exp_name pick_cube_sim_vision \
+        --successes_needed 300 --failures_needed 1200
+
+Every frame the env produces (after reset and after each step) is kept with its labels:
+``success`` (binary) and ``stage`` (multi-class; for pick-cube 0 = cube not held, 1 = held,
+2 = lifted, i.e. success) and the episode it came from. Where the labels come from:
+
+- ``--labels env`` (simulation): from the simulator's ``info`` (``success``, ``grasped``).
+  The scripted expert drives. So that both classes and the hard cases near the boundary appear,
+  half of the episodes are expert-only (a success, then ``--hold_steps`` frames holding the cube
+  up) and in the other half random actions take over at a random step (a dropped cube, a half
+  lift, a miss).
+- ``--labels keyboard`` (a person at a real arm or the sim): the experiment's intervention
+  device drives and a frame is a success while the space bar is held (pynput; stages are not
+  labelled: stage = success).
+
+Recording stops when both counts are reached; the file (``.npz``, see
+:mod:`serl_launcher.classifier`) goes to ``experiments/<exp>/<classifier.data_dir>/`` or
+``--output``. Nothing is written on failure; Ctrl-C saves what was recorded so far.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from absl import app, flags
+
+_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+_SUCCESSES = flags.DEFINE_integer("successes_needed", 300, "Success frames to record.")
+_FAILURES = flags.DEFINE_integer("failures_needed", 1200, "Failure frames to record.")
+_LABELS = flags.DEFINE_enum("labels", "env", ["env", "keyboard"], "Where labels come from.")
+_HOLD_STEPS = flags.DEFINE_integer("hold_steps", 10, "Frames kept after a success (env labels).")
+_MAX_EPISODES = flags.DEFINE_integer("max_episodes", 2000, "Give up after this many episodes.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output .npz (default: experiments/<exp>/<data_dir>/<exp>_<time>.npz).")
+_SEED = flags.DEFINE_integer("seed", 5000, "Seed of the first episode.")
+
+
+class SpaceBarLabel:
+    """Success label from a person: true while the space bar is held (pynput)."""
+
+    def __init__(self):
+        import os
+
+        from sim_envs.rendering import has_display
+
+        if not has_display():
+            os.environ.setdefault("PYNPUT_BACKEND", "dummy")
+        from pynput import keyboard
+
+        self._keyboard = keyboard
+        self._held = threading.Event()
+        self._listener = keyboard.Listener(on_press=self.on_press, on_release=self.on_release)
+        self._listener.start()
+
+    def on_press(self, key) -> None:
+        if key == self._keyboard.Key.space:
+            self._held.set()
+
+    def on_release(self, key) -> None:
+        if key == self._keyboard.Key.space:
+            self._held.clear()
+
+    @property
+    def success(self) -> bool:
+        return self._held.is_set()
+
+    def close(self) -> None:
+        self._listener.stop()
+
+
+def _stage(info: dict) -> int:
+    if info.get("success"):
+        return 2
+    return 1 if info.get("grasped") else 0
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from tqdm import tqdm
+
+    from experiments.mappings import experiment_dir, load_experiment, resolve_path
+    from serl_launcher.classifier import save_frames
+
+    try:
+        exp = load_experiment(_EXP_NAME.value)
+    except KeyError as error:
+        raise app.UsageError(str(error.args[0])) from None
+    if _SUCCESSES.value < 1 or _FAILURES.value < 1:
+        raise app.UsageError("--successes_needed and --failures_needed must be at least 1")
+    config = exp.get_config()
+    if "classifier" not in config:
+        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
+    env = exp.make_env(config, classifier=False)  # labels from the env or a person, not a classifier
+    cameras = [k for k, s in env.observation_space.spaces.items() if len(s.shape) == 3]
+    if not cameras:
+        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no camera observations to classify")
+    driver = exp.make_expert(env, config)
+    if driver is None:
+        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to drive the robot with")
+    labeler = SpaceBarLabel() if _LABELS.value == "keyboard" else None
+    rng = np.random.default_rng(_SEED.value)
+
+    frames: dict[str, list] = {"state": [], "success": [], "stage": [], "episode": [], **{c: [] for c in cameras}}
+
+    def keep(obs: dict, info: dict, episode: int) -> None:
+        success = labeler.success if labeler is not None else bool(info.get("success", False))
+        for c in cameras:
+            frames[c].append(obs[c])
+        frames["state"].append(obs["state"])
+        frames["success"].append(success)
+        frames["stage"].append((2 if success else 0) if labeler is not None else _stage(info))
+        frames["episode"].append(episode)
+
+    counts = lambda: (int(np.sum(frames["success"])), len(frames["success"]) - int(np.sum(frames["success"])))  # noqa: E731
+    bar = tqdm(desc="frames (success/failure)", unit="episode")
+    episode = 0
+    try:
+        while min(counts()[0] - _SUCCESSES.value, counts()[1] - _FAILURES.value) < 0:
+            if episode >= _MAX_EPISODES.value:
+                raise RuntimeError(f"only {counts()} success/failure frames after {episode} episodes")
+            obs, info = env.reset(seed=_SEED.value + episode)
+            driver.reset()
+            keep(obs, {}, episode)
+            random_from = rng.integers(0, 40) if labeler is None and rng.random() < 0.5 else None
+            after_success, done, t = 0, False, 0
+            while not done:
+                if random_from is not None and t >= random_from:
+                    action = env.action_space.sample()
+                else:
+                    action = np.asarray(driver.get_action(obs).action, np.float32)
+                obs, _, terminated, truncated, info = env.step(action)
+                keep(obs, info, episode)
+                t += 1
+                after_success += bool(info.get("success"))
+                done = terminated or truncated or (labeler is None and after_success > _HOLD_STEPS.value)
+            episode += 1
+            bar.update(1)
+            bar.set_postfix_str("{}/{}".format(*counts()))
+    except KeyboardInterrupt:
+        print("interrupted: saving what was recorded", flush=True)
+    finally:
+        bar.close()
+        if labeler is not None:
+            labeler.close()
+        env.close()
+    if not frames["success"]:
+        raise app.UsageError("nothing was recorded")
+    data_dir = experiment_dir(_EXP_NAME.value) / config.classifier.data_dir
+    path = (resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value
+            else data_dir / f"{_EXP_NAME.value}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
+    save_frames(path, {c: np.stack(frames[c]) for c in cameras}, np.stack(frames["state"]),
+                np.array(frames["success"]), np.array(frames["stage"]), np.array(frames["episode"]),
+                meta={"exp_name": _EXP_NAME.value, "labels": _LABELS.value, "episodes": episode})
+    ok, bad = counts()
+    print(f"saved {ok} success and {bad} failure frames from {episode} episodes to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
