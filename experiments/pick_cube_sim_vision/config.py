@@ -1,0 +1,88 @@
+"""Simulated Panda pick-cube from the two cameras (front, wrist) plus proprio, without the cube's
+position, with the reward and the episode's success decided by a trained reward classifier.
+
+Steps (from this folder):
+
+    python ../../scripts/record_success_fail.py --exp_name pick_cube_sim_vision
+    python ../../scripts/train_classifier.py --exp_name pick_cube_sim_vision
+    python ../../scripts/record_demos.py --exp_name pick_cube_sim_vision --successes_needed 20
+    bash run_learner.sh    # terminal 1
+    bash run_actor.sh      # terminal 2
+
+The defaults are sized for a 2-core CPU: 64x64 images, the small conv encoder trained end to end
+with random-shift augmentation (DrQ), small heads and batches. ``pick_cube_sim_vision_gpu`` is
+the same task sized as the HIL-SERL paper does (128x128, ResNet-10, batch 256).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+from ml_collections import config_dict
+
+from experiments.base import base_config
+from serl_launcher.classifier import classifier_config
+
+
+def get_config() -> config_dict.ConfigDict:
+    from sim_envs.panda_pick_cube import default_config as env_config
+
+    c = base_config()
+    c.exp_name = "pick_cube_sim_vision"
+    c.env_id = "PandaPickCubeVision-v0"
+    c.env = env_config()
+    c.env.image_obs = True
+    c.env.image_height = c.env.image_width = 64
+    c.env.terminate_on_success = False  # the classifier ends the episode, not the simulator
+    c.classifier = classifier_config()
+    c.classifier.image_keys = ("front", "wrist")
+
+    a = c.agent
+    a.augmentation = "random_shift"
+    a.shift_pad = 4
+    a.encoder.backbone = "small"
+    a.encoder.pooling = "spatial_embeddings"
+    a.encoder.bottleneck_dim = 32
+    a.encoder.state_dim = 32
+    a.learned_gripper = True
+    a.num_qs = 2
+    a.num_min_qs = None
+    a.hidden_dims = (128, 128)
+    a.backup_entropy = False
+    a.init_temperature = 0.01
+    a.actor_lr = a.critic_lr = 1e-3
+    a.utd_ratio = 1
+    a.batch_size = 64
+    a.discount = 0.97
+    c.learner.replay_capacity = 50_000  # ~24 KB per frame at 2 x 64x64x3
+    c.actor.env_steps_per_update = 1.0
+    c.lock()
+    return c
+
+
+def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, classifier: bool = True) -> gym.Env:
+    """The actor's env; `classifier=False` gives the bare simulator (for recording frames)."""
+    import sim_envs  # noqa: F401  (registers the envs)
+
+    env = gym.make(config.env_id, config=config.env, render_mode=render_mode)
+    if classifier:
+        from experiments.mappings import resolve_path
+        from serl_launcher.classifier import load_classifier
+        from serl_launcher.wrappers.classifier_reward import ClassifierReward
+
+        path = resolve_path(config.exp_name, config.classifier.checkpoint)
+        try:
+            model = load_classifier(path)
+        except FileNotFoundError as error:
+            env.close()
+            raise FileNotFoundError(
+                f"{error}. This experiment's reward comes from a classifier: record frames with "
+                f"scripts/record_success_fail.py --exp_name {config.exp_name}, then train it with "
+                f"scripts/train_classifier.py --exp_name {config.exp_name}") from None
+        env = ClassifierReward(env, model, config.classifier.threshold)
+    return env
+
+
+def make_expert(env: gym.Env, config: config_dict.ConfigDict):
+    from sim_envs.experts import PickCubeExpert
+
+    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed)
