@@ -11,7 +11,6 @@ with --set key=value (dotted keys, e.g. --set learner.max_steps=500); unknown ke
 
 from __future__ import annotations
 
-import ast
 import json
 import signal
 import socket
@@ -27,27 +26,6 @@ _EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the ch
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
 _EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
 _SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted key; Python literal value).")
-
-
-def apply_overrides(config, overrides: list[str]) -> None:
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise app.UsageError(f"--set expects key=value, got {item!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare string
-        node, *path = key.split(".")
-        parent = config
-        for part in [node, *path][:-1]:
-            if part not in parent:
-                raise app.UsageError(f"--set {key}: no config key {part!r}")
-            parent = parent[part]
-        leaf = [node, *path][-1]
-        if leaf not in parent:
-            raise app.UsageError(f"--set {key}: no config key {leaf!r}")
-        parent[leaf] = tuple(value) if isinstance(value, list) else value
 
 
 def transport_config(config):
@@ -127,7 +105,7 @@ def run_eval(exp, config, run_dir) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.mappings import load_experiment, run_dir
+    from experiments.mappings import apply_overrides, load_experiment, run_dir
 
     if _LEARNER.value == _ACTOR.value:
         raise app.UsageError("pass exactly one of --learner or --actor")
@@ -136,7 +114,10 @@ def main(argv: list[str]) -> None:
     except KeyError as error:
         raise app.UsageError(str(error.args[0])) from None
     config = exp.get_config()
-    apply_overrides(config, _SET.value)
+    try:
+        apply_overrides(config, _SET.value)
+    except (KeyError, ValueError) as error:
+        raise app.UsageError(str(error.args[0])) from None
     folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
     if _LEARNER.value:
         run_learner(exp, config, folder)

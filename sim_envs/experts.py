@@ -64,7 +64,9 @@ class PickCubeExpert:
         env = self._env
         tcp, cube = env.tcp_pos(), env.cube_pos()
         grasp_z = cube[2]
-        lift_z = env.config.lift_height + 0.04 + grasp_z
+        # Lift to a fixed height above the cube's resting place (not above where it is now, which
+        # would keep rising with the cube when success does not end the episode).
+        lift_z = grasp_z - env.cube_lift() + env.config.lift_height + 0.04
         xy_error = np.linalg.norm(cube[:2] - tcp[:2])
 
         if env.gripper_closed:
