@@ -44,7 +44,7 @@ def run_seed(seed: int) -> dict:
     sys.path.insert(0, str(REPO))
     import jax  # noqa: F401  (before any policy is loaded)
 
-    from experiments.launch import role_args, script_env, start_role, stop
+    from experiments.launch import prepare_classifier, role_args, script_env, start_role, stop
     from experiments.mappings import load_experiment, run_dir
     from serl_launcher.actor import evaluate_policy
     from serl_launcher.utils.checkpoints import load_policy
@@ -56,11 +56,19 @@ def run_seed(seed: int) -> dict:
     folder.mkdir(parents=True)
     env = script_env()
     start = time.monotonic()
+    settings = []
+    if "classifier" in config:  # the reward comes from a classifier: frames, then training, first
+        checkpoint = prepare_classifier(_EXP.value, folder, env, seed=seed)
+        settings.append(f"classifier.checkpoint={str(checkpoint)!r}")
+        config.classifier.checkpoint = str(checkpoint)
+        print(f"seed {seed}: classifier ready after {time.monotonic() - start:.0f} s "
+              f"({json.loads((checkpoint / 'classifier.json').read_text())['report']['heldout']})", flush=True)
     demos = folder / "demos.pkl"
     subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
-                    "--seed", str(1000 + 100 * seed)], check=True, env=env, capture_output=True)
-    args = role_args(name, [f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
+                    "--seed", str(1000 + 100 * seed), *[a for x in settings for a in ("--set", x)]],
+                   check=True, env=env, capture_output=True)
+    args = role_args(name, [*settings, f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
                             f"demos.paths=({str(demos)!r},)", "learner.checkpoint_period=500", *_SET.value])
     learner = start_role(_EXP.value, "learner", args, folder / "learner.log", env)
     actor = start_role(_EXP.value, "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env)

@@ -50,3 +50,22 @@ def stop(processes: list[subprocess.Popen], timeout: float = 120) -> None:
             process.send_signal(signal.SIGTERM)
     for process in processes:
         process.wait(timeout=timeout)
+
+
+def prepare_classifier(exp_name: str, folder: Path, env: dict[str, str], seed: int = 0,
+                       settings: list[str] | tuple[str, ...] = (), record_flags: list[str] | tuple[str, ...] = ()) -> Path:
+    """For an experiment whose reward is a classifier: records labelled frames and trains the
+    classifier into `folder` (record_success_fail.py, train_classifier.py, as a user runs them).
+    Returns the checkpoint folder; pass ``classifier.checkpoint=<it>`` to the roles."""
+    frames, checkpoint = Path(folder) / "classifier_frames.npz", Path(folder) / "classifier"
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    if not frames.is_file():
+        subprocess.run([sys.executable, str(scripts / "record_success_fail.py"), "--exp_name", exp_name,
+                        "--output", str(frames), "--seed", str(5000 + 1000 * seed), *record_flags],
+                       check=True, env=env)
+    if not (checkpoint / "classifier.json").is_file():
+        sets = [a for s in settings for a in ("--set", s)]
+        subprocess.run([sys.executable, str(scripts / "train_classifier.py"), "--exp_name", exp_name,
+                        "--data", str(frames), "--output", str(checkpoint), "--seed", str(seed), *sets],
+                       check=True, env=env)
+    return checkpoint

@@ -42,11 +42,18 @@ def last_records(path: Path, key: str) -> dict | None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.launch import SMOKE_SETTINGS, role_args, script_env, start_role, stop
+    from experiments.launch import (
+        SMOKE_SETTINGS,
+        prepare_classifier,
+        role_args,
+        script_env,
+        start_role,
+        stop,
+    )
     from experiments.mappings import experiment_dir, load_experiment, run_dir
 
     try:
-        load_experiment(_EXP_NAME.value)
+        config = load_experiment(_EXP_NAME.value).get_config()
     except KeyError as error:
         raise app.UsageError(str(error.args[0])) from None
     exp_dir = experiment_dir(_EXP_NAME.value)
@@ -55,17 +62,28 @@ def main(argv: list[str]) -> None:
     python = sys.executable
     env = script_env()
 
-    # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
+    # 0. A learned reward (vision experiments): labelled frames, then the classifier, into the run folder.
     folder.mkdir(parents=True, exist_ok=True)
+    reward_settings = []
+    if "classifier" in config:
+        print("[quickstart] recording labelled frames and training the reward classifier", flush=True)
+        smoke = _SMOKE.value
+        checkpoint = prepare_classifier(
+            _EXP_NAME.value, folder, env, settings=["classifier.steps=300"] if smoke else [],
+            record_flags=["--successes_needed", "60", "--failures_needed", "150", "--hold_steps", "3"] if smoke else [])
+        reward_settings = [f"classifier.checkpoint={str(checkpoint)!r}"]
+
+    # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
     demos = folder / "demos.pkl"
     if not demos.is_file():
         needed = "3" if _SMOKE.value else "20"
         print(f"[quickstart] recording {needed} expert demonstrations", flush=True)
         subprocess.run([python, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP_NAME.value,
-                        "--successes_needed", needed, "--output", str(demos)], check=True, env=env)
+                        "--successes_needed", needed, "--output", str(demos),
+                        *[a for s in reward_settings for a in ("--set", s)]], check=True, env=env)
 
     # 2. Learner and actor, as separate processes, on free ports.
-    settings = [f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
+    settings = [*reward_settings, f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
     if _SMOKE.value:
         settings += SMOKE_SETTINGS
     extra = role_args(name, settings)

@@ -17,13 +17,14 @@ _EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/
 _SUCCESSES = flags.DEFINE_integer("successes_needed", 20, "Successful episodes to record.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file (default: experiments/<exp>/demos/<exp>_<N>_demos_<time>.pkl).")
 _SEED = flags.DEFINE_integer("seed", 1000, "Seed of the first episode.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_experiment, resolve_path
+    from experiments.mappings import apply_overrides, experiment_dir, load_experiment, resolve_path
     from serl_launcher.data import save_demos
     from serl_launcher.utils.rollouts import record_demos
 
@@ -34,6 +35,10 @@ def main(argv: list[str]) -> None:
     if _SUCCESSES.value < 1:
         raise app.UsageError("--successes_needed must be at least 1")
     config = exp.get_config()
+    try:
+        apply_overrides(config, _SET.value)
+    except (KeyError, ValueError) as error:
+        raise app.UsageError(str(error.args[0])) from None
     config.actor.intervention.noise = config.demos.noise  # the demonstrator's noise, not the helper's
     env = exp.make_env(config)
     device = exp.make_expert(env, config)

@@ -4,22 +4,25 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 from serl_launcher.utils.report import PLOT_FILES, read_records
 
 
-def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
-    """The README's main command, tiny: demos, learner + actor processes, evaluation, video."""
+@pytest.mark.parametrize("exp_name", ["pick_cube_sim", "pick_cube_sim_vision"])
+def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
+    """The README's main command, tiny: demos, learner + actor processes, evaluation, video; for
+    the vision experiment first the reward classifier (labelled frames, training)."""
     import shutil
 
     name = "pytest-quickstart-smoke"
-    folder = REPO / "experiments/pick_cube_sim/runs" / name
+    folder = REPO / "experiments" / exp_name / "runs" / name
     shutil.rmtree(folder, ignore_errors=True)
     try:
         result = subprocess.run(
             [python, str(REPO / "scripts/quickstart.py"), "--smoke", "--minutes", "0.25",
-             "--eval_n_trajs", "2", "--run_name", name],
+             "--eval_n_trajs", "2", "--run_name", name, "--exp_name", exp_name],
             capture_output=True, text=True, env=subprocess_env, timeout=600,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -44,6 +47,9 @@ def test_quickstart_pipeline_at_smoke_size(python, subprocess_env):
         assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 10_000
         assert (folder / "policy" / "policy.json").is_file()
         assert (folder / "buffers" / "online" / "manifest.json").is_file()
+        if exp_name == "pick_cube_sim_vision":  # the reward came from the classifier trained here
+            meta = json.loads((folder / "classifier" / "classifier.json").read_text())
+            assert meta["image_keys"] == ["front", "wrist"] and meta["report"]["heldout_frames"] > 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
