@@ -14,6 +14,7 @@ from types import ModuleType
 CONFIG_MAPPING: dict[str, str] = {
     "pick_cube_sim": "experiments.pick_cube_sim.config",
     "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
+    "pick_cube_sim_vision_gpu": "experiments.pick_cube_sim_vision_gpu.config",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
