@@ -1,0 +1,233 @@
+"""The robot server over loopback with the MuJoCo backend: endpoints, validation, errors and
+recovery, joint reset, the entry point in a subprocess, and the Franka backend's missing-library
+error. One simulated arm serves the whole module; each test starts it from a known state."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from robot_infra.robot_server import (
+    DEFAULT_IMPEDANCE,
+    RobotClient,
+    RobotServer,
+    RobotServerError,
+    make_backend,
+)
+
+HOME_POSE = [0.45, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]
+
+
+def wait_for(predicate, timeout: float = 5.0, period: float = 0.02):
+    """Polls `predicate` until it returns something truthy; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(period)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = make_backend("mujoco", seed=0)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    s = RobotServer(backend, port=0).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server):
+    c = RobotClient(server.url, timeout=2.0, retries=0)
+    c.clear_errors()
+    c.set_impedance(**DEFAULT_IMPEDANCE)
+    c.gripper("open")
+    c.set_pose(HOME_POSE)
+    wait_for(lambda: np.linalg.norm(np.subtract(c.state()["tcp_pose"][:3], HOME_POSE[:3])) < 0.005)
+    return c
+
+
+def raw(server, method: str, path: str, data: bytes | None = None) -> tuple[int, dict]:
+    """A request without the client's checks: (status, JSON answer)."""
+    request = urllib.request.Request(server.url + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_health_index_and_state(client, server):
+    health = client.health()
+    assert health["ok"] is True and health["backend"] == "mujoco"
+    status, index = raw(server, "GET", "/")
+    assert status == 200 and "POST /pose" in index["endpoints"] and "POST /clear_errors" in index["endpoints"]
+
+    state = client.state()
+    sizes = {"tcp_pose": 7, "tcp_vel": 6, "tcp_force": 3, "tcp_torque": 3, "q": 7, "dq": 7, "target_pose": 7}
+    for key, size in sizes.items():
+        assert len(state[key]) == size, key
+    assert abs(np.linalg.norm(state["tcp_pose"][3:]) - 1.0) < 1e-6
+    assert state["errors"] == [] and state["gripper_command"] == "open"
+    # The state streams: physics runs between two requests.
+    t0 = state["time"]
+    wait_for(lambda: client.state()["time"] > t0 + 0.05)
+
+
+def test_pose_target_is_tracked(client):
+    goal = [0.5, 0.1, 0.25, 1.0, 0.0, 0.0, 0.0]
+    answer = client.set_pose(goal)
+    assert answer["ok"] and np.allclose(answer["target"], goal)
+    state = wait_for(lambda: (s := client.state()) and np.linalg.norm(np.subtract(s["tcp_pose"][:3], goal[:3])) < 0.003 and s)
+    assert np.allclose(state["target_pose"], goal, atol=1e-9)
+    # Gripper pointing down: the quaternion stays near (1, 0, 0, 0) up to sign.
+    assert abs(state["tcp_pose"][3]) > 0.99
+
+
+def test_gripper_closes_and_opens(client):
+    client.gripper("close")
+    wait_for(lambda: client.state()["gripper_pose"] > 0.95)
+    assert client.state()["gripper_command"] == "close"
+    client.gripper("open")
+    wait_for(lambda: client.state()["gripper_pose"] < 0.05)
+
+
+def test_impedance_round_trip(client, backend):
+    assert client.impedance() == DEFAULT_IMPEDANCE
+    updated = client.set_impedance(translational_stiffness=1000.0, translational_clip=0.01)
+    assert updated == {**DEFAULT_IMPEDANCE, "translational_stiffness": 1000.0, "translational_clip": 0.01}
+    assert client.impedance() == updated
+    # Reflected in the simulated servos: half the stiffness, half the joints' kp.
+    arm = backend._ik.actuator_ids
+    assert np.allclose(backend.model.actuator_gainprm[arm, 0], 0.5 * backend._kp0)
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"translational_stiffness": -1}, ["translational_stiffness", "[0, 5000]", "N/m", "-1"]),
+        ({"rotational_clip": 5.0}, ["rotational_clip", "rad"]),
+        ({"translational_damping": "high"}, ["translational_damping", "'high'"]),
+        ({"translational_stiffness": True}, ["translational_stiffness"]),
+        ({"stiffness": 100}, ["unknown impedance parameter 'stiffness'", "translational_stiffness"]),
+        ({}, ["no impedance parameters"]),
+    ],
+)
+def test_impedance_rejects_bad_values(client, server, body, words):
+    status, answer = raw(server, "POST", "/impedance", json.dumps(body).encode())
+    assert status == 400
+    for word in words:
+        assert word in answer["error"]
+    assert client.impedance() == DEFAULT_IMPEDANCE  # nothing applied
+
+
+def test_impedance_rejects_nan(client, server):
+    status, answer = raw(server, "POST", "/impedance", b'{"translational_stiffness": NaN}')
+    assert status == 400 and "translational_stiffness" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "method, path, data, status, words",
+    [
+        ("POST", "/pose", b"{not json", 400, ["malformed JSON"]),
+        ("POST", "/pose", b"[1, 2]", 400, ["JSON object"]),
+        ("POST", "/pose", b"{}", 400, ["missing field 'pose'"]),
+        ("POST", "/pose", b'{"pose": [0.4, 0, 0.3]}', 400, ["7 numbers"]),
+        ("POST", "/pose", b'{"pose": [0.4, 0, 0.3, 0, 0, 0, 0]}', 400, ["unit norm"]),
+        ("POST", "/pose", b'{"pose": [0.4, 0, 0.3, 1, 0, 0, "x"]}', 400, ["finite numbers"]),
+        ("POST", "/gripper", b'{"command": "squeeze"}', 400, ["'open'", "'close'"]),
+        ("POST", "/reset", b'{"qpos": [0, 0]}', 400, ["7 joint angles"]),
+        ("POST", "/reset", b'{"speed": 1}', 400, ["unknown /reset fields"]),
+        ("GET", "/teleport", None, 404, ["unknown endpoint GET /teleport", "POST /pose"]),
+        ("GET", "/pose", None, 405, ["use POST"]),
+    ],
+)
+def test_bad_requests_get_clear_errors(client, server, method, path, data, status, words):
+    got, answer = raw(server, method, path, data)
+    assert got == status, answer
+    for word in words:
+        assert word in answer["error"]
+    assert client.state()["errors"] == []  # a bad request never faults the arm
+
+
+def test_reflex_error_and_clear_errors(client, server):
+    # Drive the hand into the table: the contact force trips the reflex (150 N by default).
+    client.set_pose([0.45, 0.2, -0.05, 1.0, 0.0, 0.0, 0.0])
+    state = wait_for(lambda: (s := client.state())["errors"] and s, timeout=10.0)
+    assert "cartesian_reflex" in state["errors"][0]
+    # Moving is refused with 409 and a message saying what to do.
+    with pytest.raises(RobotServerError) as refused:
+        client.set_pose(HOME_POSE)
+    assert refused.value.status == 409 and "/clear_errors" in refused.value.message
+    # The arm stopped driving, so the contact relaxes.
+    wait_for(lambda: np.linalg.norm(client.state()["tcp_force"]) < 10.0)
+    cleared = client.clear_errors()
+    assert cleared and "cartesian_reflex" in cleared[0]
+    assert client.state()["errors"] == []
+    client.set_pose(HOME_POSE)  # accepted again
+    wait_for(lambda: client.state()["tcp_pose"][2] > 0.25)
+    assert client.clear_errors() == []
+
+
+def test_joint_reset_goes_home_and_resets_scene(client, backend):
+    client.set_pose([0.55, -0.15, 0.2, 1.0, 0.0, 0.0, 0.0])
+    wait_for(lambda: client.state()["tcp_pose"][1] < -0.14)
+    cube_before = backend.data.qpos[backend._cube_qpos : backend._cube_qpos + 3].copy()
+    state = client.joint_reset(scene=True)
+    assert np.allclose(state["q"], backend.home_qpos, atol=0.02)
+    assert np.linalg.norm(np.subtract(state["tcp_pose"][:3], [0.448, 0.0, 0.303])) < 0.01
+    cube_after = backend.data.qpos[backend._cube_qpos : backend._cube_qpos + 3]
+    assert np.linalg.norm(cube_after[:2] - cube_before[:2]) > 1e-3  # put somewhere new
+    # After the reset the arm holds where it arrived.
+    assert np.allclose(state["target_pose"][:3], state["tcp_pose"][:3], atol=1e-3)
+
+
+def test_client_errors_are_not_retried(server):
+    client = RobotClient(server.url, timeout=1.0, retries=3, backoff=1.0)
+    started = time.monotonic()
+    with pytest.raises(RobotServerError) as error:
+        client.request("GET", "/nowhere")
+    assert time.monotonic() - started < 0.9  # no backoff sleeps: a 404 stays a 404
+    assert error.value.status == 404 and server.url in str(error.value)
+
+
+def test_entry_point_serves_in_a_subprocess(subprocess_env):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env,
+    )
+    try:
+        line = process.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = line.strip().rsplit(" ", 1)[-1]
+        health = RobotClient(url, timeout=5.0, retries=0).health()
+        assert health["ok"] and health["backend"] == "mujoco"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("franky") is not None, reason="franky is installed here")
+def test_franka_backend_without_franky_names_the_package():
+    with pytest.raises(ImportError, match="pip install franky-control"):
+        make_backend("franka", robot_ip="127.0.0.1")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="mujoco"):
+        make_backend("ur5")
