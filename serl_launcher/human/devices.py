@@ -11,7 +11,7 @@ from typing import Any
 
 from serl_launcher.human.base import InterventionDevice
 
-DEVICE_KINDS = ("scripted", "keyboard", "spacemouse", "gamepad", "viewer", "none")
+DEVICE_KINDS = ("scripted", "keyboard", "spacemouse", "gamepad", "viewer", "leader_arm", "none")
 
 
 def make_device(kind: str, action_dim: int, **kwargs: Any) -> InterventionDevice | None:
@@ -26,6 +26,7 @@ def make_device(kind: str, action_dim: int, **kwargs: Any) -> InterventionDevice
     - ``"spacemouse"``: :class:`~serl_launcher.human.spacemouse.SpaceMouse`.
     - ``"gamepad"``: :class:`~serl_launcher.human.gamepad.Gamepad`.
     - ``"viewer"``: :class:`sim_envs.viewer.ViewerKeyboard`, fed by the MuJoCo viewer's keys.
+    - ``"leader_arm"``: :class:`robot_infra.dynamixel.leader_arm.LeaderArm`; needs ``port=``.
     - ``"none"``: no device (returns None): the policy acts alone.
     """
     if kind == "scripted":
@@ -50,6 +51,10 @@ def make_device(kind: str, action_dim: int, **kwargs: Any) -> InterventionDevice
         from sim_envs.viewer import ViewerKeyboard
 
         return ViewerKeyboard(action_dim, **kwargs)
+    if kind == "leader_arm":
+        from robot_infra.dynamixel.leader_arm import LeaderArm
+
+        return LeaderArm(action_dim, **kwargs)
     if kind == "none":
         if kwargs:
             raise TypeError(f"the 'none' device takes no arguments, got {sorted(kwargs)}")
@@ -84,4 +89,6 @@ def device_from_config(
         raise ValueError("intervention device 'viewer' is fed by the MuJoCo viewer window, which "
                          "an actor does not open (see sim_envs.viewer.run_viewer); use keyboard, "
                          "spacemouse or gamepad")
+    if kind == "leader_arm":  # its port, motors and kinematic model come from the config
+        return make_device(kind, action_dim, **dict(intervention.get("leader_arm", {})))
     return make_device(kind, action_dim)
