@@ -76,9 +76,10 @@ def video(tmp_path):
 
 class MjpegStream:
     """A live camera over HTTP (multipart MJPEG, as IP cameras serve it), generating frames at
-    `fps` from the moment a client connects; `frames` > 0 ends the stream after that many."""
+    `fps` from the moment a client connects; `frames` > 0 ends the stream after that many, or
+    with `linger` keeps the connection open without sending anything more."""
 
-    def __init__(self, fps: float = 50.0, frames: int = 0):
+    def __init__(self, fps: float = 50.0, frames: int = 0, linger: bool = False):
         self.sent = 0
         stream = self
 
@@ -98,6 +99,8 @@ class MjpegStream:
                         number += 1
                         stream.sent = number
                         stream.stopped.wait(1.0 / fps)
+                    if linger:
+                        stream.stopped.wait()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -169,6 +172,20 @@ def test_stream_end_is_an_error_naming_the_camera():
         camera = OpenCVCamera("wrist", server.url)
         assert wait_until(lambda: not camera.reader_alive)
         with pytest.raises(CameraError, match=r"camera 'wrist' \(stream .*\): the stream ended"):
+            camera.read()
+        camera.close()
+    finally:
+        server.close()
+
+
+def test_a_silent_stream_fails_after_the_timeout_instead_of_hanging():
+    server = MjpegStream(fps=100.0, frames=3, linger=True)
+    try:
+        camera = OpenCVCamera("wrist", server.url, timeout=0.5, stale_after=None)
+        camera.read()
+        assert wait_until(lambda: not camera.reader_alive, timeout=5.0)
+        with pytest.raises(CameraError, match=r"the stream ended \(or sent nothing for 0.5 s\) "
+                                              "after 3 frames"):
             camera.read()
         camera.close()
     finally:

@@ -8,7 +8,8 @@
   as possible instead. At the end of the file the camera reports that the source ended, or starts
   over with ``loop=True``.
 - Stream URL (``rtsp://``, ``http://`` ...): whatever FFmpeg opens; frames come as the stream
-  sends them.
+  sends them. Opening and each read wait at most ``timeout`` seconds, so a stream that goes
+  silent fails the camera (``read`` raises) rather than blocking its reader thread.
 
 Frames are converted from OpenCV's BGR to RGB.
 """
@@ -78,12 +79,20 @@ class OpenCVCamera(Camera):
     def _end_message(self) -> str:
         if self.is_device:
             return "the device stopped delivering frames (unplugged, or used by another program?)"
-        return "the video file ended" if self.is_file else "the stream ended"
+        if self.is_file:
+            return "the video file ended"
+        return f"the stream ended (or sent nothing for {self.timeout:.1f} s)"
 
     def _open(self) -> None:
         if self.is_file and not Path(self.source).is_file():
             raise CameraError(f"camera {self.name!r}: video file {self.source!r} does not exist")
-        capture = cv2.VideoCapture(self.source)
+        if self.is_device:
+            capture = cv2.VideoCapture(self.source)
+        else:
+            # Bounded waits: a stream that stops answering fails the reader instead of hanging it.
+            waits = int(self.timeout * 1000)
+            capture = cv2.VideoCapture(self.source, cv2.CAP_ANY, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, waits, cv2.CAP_PROP_READ_TIMEOUT_MSEC, waits])
         if not capture.isOpened():
             capture.release()
             hint = {True: " (no such device, no permission for /dev/video*, or in use)",
