@@ -192,7 +192,12 @@ class Camera(abc.ABC):
         return self._thread is not None and self._thread.is_alive()
 
     def read_raw(self, timeout: float | None = None) -> np.ndarray:
-        """The newest frame as the source gave it, (H, W, 3) uint8 RGB (not cropped or resized)."""
+        """The newest frame as the source gave it, (H, W, 3) uint8 RGB (not cropped or resized),
+        a copy; waits and raises as :meth:`read` does."""
+        return self._newest(timeout).copy()
+
+    def _newest(self, timeout: float | None) -> np.ndarray:
+        """The reader's newest frame itself (not a copy: callers must not change it)."""
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         with self._condition:
@@ -220,7 +225,7 @@ class Camera(abc.ABC):
         Waits up to `timeout` (default: the camera's) for the first frame; raises CameraError if
         none comes, or if the source has ended, failed or stalled.
         """
-        return crop_and_resize(self.read_raw(timeout), self.crop, self.size, self.name)
+        return crop_and_resize(self._newest(timeout), self.crop, self.size, self.name)
 
     def close(self, join_timeout: float = 2.0) -> None:
         """Stops the reader thread (which releases the source). Safe to call twice."""
