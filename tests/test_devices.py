@@ -379,7 +379,7 @@ def test_missing_hidapi_is_named(monkeypatch):
 
 
 def test_make_device_kinds():
-    assert set(DEVICE_KINDS) == {"scripted", "keyboard", "spacemouse", "gamepad", "viewer", "none"}
+    assert set(DEVICE_KINDS) == {"scripted", "keyboard", "spacemouse", "gamepad", "viewer", "leader_arm", "none"}
     assert make_device("none", 4) is None
     viewer = make_device("viewer", 7)
     assert isinstance(viewer, ViewerKeyboard) and viewer.action_dim == 7
