@@ -8,7 +8,12 @@ Every frame the env produces (after reset and after each step) is kept with its 
 ``success`` (binary) and ``stage`` (multi-class; for pick-cube 0 = cube not held, 1 = held,
 2 = lifted, i.e. success) and the episode it came from. Where the labels come from:
 
-- ``--labels env`` (simulation): from the simulator's ``info`` (``success``, ``grasped``).
+- ``--labels env`` (simulation): from the simulator's ``info`` (``success``, ``grasped``). A
+  frame counts as a success only from the ``--success_confirm``-th consecutive success step on,
+  as a careful person would press the key a moment after the cube is up: a policy trained on the
+  classifier's reward learns to stop exactly where the classifier fires, and a classifier whose
+  line sits on the simulator's own line fired on half-lifted cubes (7-10 cm of 10; benchmarks/
+  README.md, "End to end, from pixels").
   The scripted expert drives. So that both classes and the hard cases near the boundary appear,
   half of the episodes are expert-only (a success, then ``--hold_steps`` frames holding the cube
   up) and in the other half random actions take over at a random step (a dropped cube, a half
@@ -35,6 +40,9 @@ _SUCCESSES = flags.DEFINE_integer("successes_needed", 300, "Success frames to re
 _FAILURES = flags.DEFINE_integer("failures_needed", 1200, "Failure frames to record.")
 _LABELS = flags.DEFINE_enum("labels", "env", ["env", "keyboard"], "Where labels come from.")
 _HOLD_STEPS = flags.DEFINE_integer("hold_steps", 5, "Frames kept after a success (env labels).")
+_CONFIRM = flags.DEFINE_integer(
+    "success_confirm", 2, "Env labels: a frame is a success once the env has reported success this "
+    "many steps in a row (earlier ones are failures), so the classifier fires clearly past the line.")
 _MAX_EPISODES = flags.DEFINE_integer("max_episodes", 2000, "Give up after this many episodes.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .npz (default: experiments/<exp>/<data_dir>/<exp>_<time>.npz).")
 _SEED = flags.DEFINE_integer("seed", 5000, "Seed of the first episode.")
@@ -74,9 +82,8 @@ class SpaceBarLabel:
 
 
 def _stage(info: dict) -> int:
-    if info.get("success"):
-        return 2
-    return 1 if info.get("grasped") else 0
+    """0: cube not held, 1: held (or lifted but not yet confirmed); 2 is set for success frames."""
+    return 1 if info.get("grasped") or info.get("success") else 0
 
 
 def main(argv: list[str]) -> None:
@@ -107,13 +114,13 @@ def main(argv: list[str]) -> None:
 
     frames: dict[str, list] = {"state": [], "success": [], "stage": [], "episode": [], **{c: [] for c in cameras}}
 
-    def keep(obs: dict, info: dict, episode: int) -> None:
-        success = labeler.success if labeler is not None else bool(info.get("success", False))
+    def keep(obs: dict, info: dict, episode: int, streak: int = 0) -> None:
+        success = labeler.success if labeler is not None else streak >= _CONFIRM.value
         for c in cameras:
             frames[c].append(obs[c])
         frames["state"].append(obs["state"])
         frames["success"].append(success)
-        frames["stage"].append((2 if success else 0) if labeler is not None else _stage(info))
+        frames["stage"].append(2 if success else (0 if labeler is not None else _stage(info)))
         frames["episode"].append(episode)
 
     counts = lambda: (int(np.sum(frames["success"])), len(frames["success"]) - int(np.sum(frames["success"])))  # noqa: E731
@@ -127,14 +134,15 @@ def main(argv: list[str]) -> None:
             driver.reset()
             keep(obs, {}, episode)
             random_from = rng.integers(0, 40) if labeler is None and rng.random() < 0.5 else None
-            after_success, done, t = 0, False, 0
+            streak, after_success, done, t = 0, 0, False, 0
             while not done:
                 if random_from is not None and t >= random_from:
                     action = env.action_space.sample()
                 else:
                     action = np.asarray(driver.get_action(obs).action, np.float32)
                 obs, _, terminated, truncated, info = env.step(action)
-                keep(obs, info, episode)
+                streak = streak + 1 if info.get("success") else 0
+                keep(obs, info, episode, streak)
                 t += 1
                 after_success += bool(info.get("success"))
                 done = terminated or truncated or (labeler is None and after_success > _HOLD_STEPS.value)
