@@ -15,6 +15,7 @@ CONFIG_MAPPING: dict[str, str] = {
     "pick_cube_sim": "experiments.pick_cube_sim.config",
     "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
     "pick_cube_sim_vision_gpu": "experiments.pick_cube_sim_vision_gpu.config",
+    "real_arm_template": "experiments.real_arm_template.config",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
