@@ -175,6 +175,8 @@ class Learner:
                     timer = dict.fromkeys(timer, 0.0)
                 if self.step % c.checkpoint_period == 0:
                     self.save()
+        with self._lock:  # the final counts, however few steps there were
+            self.writer.write(self.step, self.replay_metrics())
         self.save()
         self.server.publish_params(self.step, policy_params_numpy(self.agent))
         return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": self.received}
