@@ -36,6 +36,9 @@ setup(
     ],
     extras_require={
         "robot": ["dynamixel-sdk", "hidapi", "pynput", "pyserial"],
+        # Hardware-only, not installed by the setup script (no arm or camera here):
+        "franka": ["franky-control>=2.0"],  # robot_infra.robot_server's Franka backend
+        "realsense": ["pyrealsense2"],  # robot_infra.cameras.RealSenseCamera
         "dev": ["pytest", "pytest-timeout", "ruff"],
     },
 )
