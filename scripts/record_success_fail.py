@@ -19,18 +19,20 @@ Every frame the env produces (after reset and after each step) is kept with its 
   up) and in the other half random actions take over at a random step (a dropped cube, a half
   lift, a miss).
 - ``--labels keyboard`` (a person at a real arm or the sim): the experiment's intervention
-  device drives and a frame is a success while the space bar is held (pynput; stages are not
-  labelled: stage = success).
+  device drives and a frame is a success while Enter is held (pynput; needs a desktop
+  session; stages are not labelled: 2 for success frames, 0 for the others).
 
 Recording stops when both counts are reached; the file (``.npz``, see
 :mod:`serl_launcher.classifier`) goes to ``experiments/<exp>/<classifier.data_dir>/`` or
-``--output``. Nothing is written on failure; Ctrl-C saves what was recorded so far.
+``--output``. Ctrl-C saves what was recorded so far; any other error (a dropped robot server, a
+camera) saves it too, as ``<name>.partial.npz``, and then stops with the error.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import app, flags
@@ -48,29 +50,29 @@ _OUTPUT = flags.DEFINE_string("output", None, "Output .npz (default: experiments
 _SEED = flags.DEFINE_integer("seed", 5000, "Seed of the first episode.")
 
 
-class SpaceBarLabel:
-    """Success label from a person: true while the space bar is held (pynput)."""
+class KeyLabel:
+    """Success label from a person: true while Enter is held (pynput). Enter, not space: space is
+    the keyboard device's take-over key, and a person may drive with the keyboard."""
 
     def __init__(self):
-        import os
+        from serl_launcher.human.keyboard import import_pynput_keyboard
 
-        from sim_envs.rendering import has_display
-
-        if not has_display():
-            os.environ.setdefault("PYNPUT_BACKEND", "dummy")
-        from pynput import keyboard
-
+        keyboard = import_pynput_keyboard()
+        if keyboard.Listener.__module__.endswith("._base"):
+            raise app.UsageError(
+                "--labels keyboard needs key events, and without a display pynput has only its dummy "
+                "backend: run it in a desktop session (DISPLAY set), or set PYNPUT_BACKEND=uinput as root")
         self._keyboard = keyboard
         self._held = threading.Event()
         self._listener = keyboard.Listener(on_press=self.on_press, on_release=self.on_release)
         self._listener.start()
 
     def on_press(self, key) -> None:
-        if key == self._keyboard.Key.space:
+        if key == self._keyboard.Key.enter:
             self._held.set()
 
     def on_release(self, key) -> None:
-        if key == self._keyboard.Key.space:
+        if key == self._keyboard.Key.enter:
             self._held.clear()
 
     @property
@@ -78,7 +80,10 @@ class SpaceBarLabel:
         return self._held.is_set()
 
     def close(self) -> None:
-        self._listener.stop()
+        try:
+            self._listener.stop()
+        except Exception as error:  # never let a listener problem cost the recorded frames
+            print(f"warning: stopping the key listener failed: {error}", flush=True)
 
 
 def _stage(info: dict) -> int:
@@ -109,19 +114,28 @@ def main(argv: list[str]) -> None:
     driver = exp.make_expert(env, config)
     if driver is None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to drive the robot with")
-    labeler = SpaceBarLabel() if _LABELS.value == "keyboard" else None
+    labeler = KeyLabel() if _LABELS.value == "keyboard" else None
     rng = np.random.default_rng(_SEED.value)
 
     frames: dict[str, list] = {"state": [], "success": [], "stage": [], "episode": [], **{c: [] for c in cameras}}
 
     def keep(obs: dict, info: dict, episode: int, streak: int = 0) -> None:
         success = labeler.success if labeler is not None else streak >= _CONFIRM.value
-        for c in cameras:
-            frames[c].append(obs[c])
-        frames["state"].append(obs["state"])
-        frames["success"].append(success)
-        frames["stage"].append(2 if success else (0 if labeler is not None else _stage(info)))
-        frames["episode"].append(episode)
+        record = {c: obs[c] for c in cameras} | {  # built first, appended together (Ctrl-C safe)
+            "state": obs["state"], "success": success, "episode": episode,
+            "stage": 2 if success else (0 if labeler is not None else _stage(info))}
+        for key, value in record.items():
+            frames[key].append(value)
+
+    data_dir = experiment_dir(_EXP_NAME.value) / config.classifier.data_dir
+    path = (resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value
+            else data_dir / f"{_EXP_NAME.value}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
+
+    def save(episodes: int, partial: bool = False) -> Path:
+        target = path.with_name(path.stem + ".partial.npz") if partial else path
+        return save_frames(target, {c: np.stack(frames[c]) for c in cameras}, np.stack(frames["state"]),
+                           np.array(frames["success"]), np.array(frames["stage"]), np.array(frames["episode"]),
+                           meta={"exp_name": _EXP_NAME.value, "labels": _LABELS.value, "episodes": episodes})
 
     counts = lambda: (int(np.sum(frames["success"])), len(frames["success"]) - int(np.sum(frames["success"])))  # noqa: E731
     bar = tqdm(desc="frames (success/failure)", unit="episode")
@@ -151,19 +165,19 @@ def main(argv: list[str]) -> None:
             bar.set_postfix_str("{}/{}".format(*counts()))
     except KeyboardInterrupt:
         print("interrupted: saving what was recorded", flush=True)
+    except Exception:
+        if frames["success"]:  # a person's labels are worth keeping whatever broke
+            partial = save(episode, partial=True)
+            print(f"error: the {len(frames['success'])} frames recorded so far are in {partial}", flush=True)
+        raise
     finally:
         bar.close()
-        if labeler is not None:
-            labeler.close()
-        env.close()
+        for resource in (labeler, driver, env):
+            if resource is not None:
+                resource.close()
     if not frames["success"]:
         raise app.UsageError("nothing was recorded")
-    data_dir = experiment_dir(_EXP_NAME.value) / config.classifier.data_dir
-    path = (resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value
-            else data_dir / f"{_EXP_NAME.value}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
-    save_frames(path, {c: np.stack(frames[c]) for c in cameras}, np.stack(frames["state"]),
-                np.array(frames["success"]), np.array(frames["stage"]), np.array(frames["episode"]),
-                meta={"exp_name": _EXP_NAME.value, "labels": _LABELS.value, "episodes": episode})
+    path = save(episode)
     ok, bad = counts()
     print(f"saved {ok} success and {bad} failure frames from {episode} episodes to {path}")
 

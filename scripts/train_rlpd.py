@@ -40,9 +40,12 @@ def run_learner(exp, config, run_dir) -> None:
     from serl_launcher.learner import Learner
     from serl_launcher.transport import LearnerServer
 
-    env = exp.make_env(config)
-    spaces = env.observation_space, env.action_space
-    env.close()
+    if hasattr(exp, "make_spaces"):  # the learner needs only the spaces, not cameras or an arm
+        spaces = exp.make_spaces(config)
+    else:
+        env = exp.make_env(config)
+        spaces = env.observation_space, env.action_space
+        env.close()
     demo_paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
     demo_paths += sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
     tcfg = transport_config(config)

@@ -101,8 +101,12 @@ def _read_frames_file(path: Path) -> dict[str, Any]:
         raise FramesFormatError(f"{path}: not a readable frames file ({error})") from error
     if "meta" not in content:
         raise FramesFormatError(f"{path}: no 'meta' entry; not written by record_success_fail.py")
-    meta = json.loads(bytes(content.pop("meta")).decode())
-    if meta.get("format") != FRAMES_FORMAT:
+    try:
+        meta = json.loads(bytes(content.pop("meta")).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FramesFormatError(f"{path}: unreadable 'meta' entry ({error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != FRAMES_FORMAT:
+        meta = meta if isinstance(meta, dict) else {}
         raise FramesFormatError(f"{path}: frames format {meta.get('format')!r}, this code reads {FRAMES_FORMAT}")
     for key in ("state", "success", "stage", "episode"):
         if key not in content:
@@ -198,14 +202,25 @@ def classification_metrics(probability: np.ndarray, success: np.ndarray, thresho
     }
 
 
+def _batched(fn: Callable, params: Any, images: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    """fn(params, chunk) over `images` in chunks of `batch_size`; the last chunk is padded so a
+    jitted fn compiles once."""
+    n = len(next(iter(images.values())))
+    out = []
+    for i in range(0, n, batch_size):
+        chunk = {k: v[i:i + batch_size] for k, v in images.items()}
+        m = len(next(iter(chunk.values())))
+        if m < batch_size:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - m, axis=0)]) for k, v in chunk.items()}
+        out.append(np.asarray(fn(params, chunk))[:m])
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
 def predict(model: Classifier, params: Any, images: dict[str, np.ndarray], num_classes: int,
             batch_size: int = 256) -> np.ndarray:
     """p(success) for every frame of `images` (dict of (N, H, W, 3))."""
     fn = jax.jit(lambda p, obs: success_probability(model.apply({"params": p}, obs), num_classes))
-    n = len(next(iter(images.values())))
-    out = [np.asarray(fn(params, {k: v[i:i + batch_size] for k, v in images.items()}))
-           for i in range(0, n, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return _batched(fn, params, images, batch_size)
 
 
 def train_classifier(
@@ -285,10 +300,8 @@ def train_classifier(
         "history": history,
     }
     if c.num_classes > 2:
-        stage_pred = np.concatenate([
-            np.asarray(jax.jit(lambda p, o: model.apply({"params": p}, o).argmax(-1))(
-                params, {k: v[i:i + 256] for k, v in held_images.items()}))
-            for i in range(0, len(held_idx), 256)]) if len(held_idx) else np.zeros(0)
+        stage_fn = jax.jit(lambda p, o: model.apply({"params": p}, o).argmax(-1))
+        stage_pred = _batched(stage_fn, params, held_images, 256)
         report["heldout_stage_accuracy"] = float(np.mean(stage_pred == labels[held_idx])) if len(held_idx) else math.nan
     return model, params, report
 

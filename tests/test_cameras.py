@@ -209,7 +209,8 @@ def test_roi_crop_without_resize_and_enlarging(video):
     with OpenCVCamera("front", video, crop=(0, 0, WIDTH, CELL)) as camera:
         strip = camera.read()
         assert strip.shape == (CELL, WIDTH, 3)
-        assert frame_number(strip) >= 0  # the number row survives a crop to just that row
+        # The number row survives a crop to just that row: the decoded number is a real frame's.
+        assert 0 <= frame_number(strip) < 150 and frame_number(strip) <= camera.frames_received
     with OpenCVCamera("front", video, crop=(100, 70, 4, 4), size=(12, 8)) as camera:
         frame = camera.read()
         assert frame.shape == (12, 8, 3) and (frame == 255).all()
@@ -461,3 +462,12 @@ def test_realsense_stream_through_the_api(monkeypatch):
     with pytest.raises(CameraError, match=r"give the RealSense's serial number as its source \(2 "
                                           "connected"):
         RealSenseCamera("wrist")
+
+
+def test_dev_paths_are_devices_not_files():
+    from robot_infra.cameras.opencv import is_device_path
+
+    assert is_device_path("/dev/video0") and is_device_path("/dev/v4l/by-id/usb-cam-index0")
+    assert not is_device_path("clip.mp4") and not is_device_path("rtsp://cam/stream")
+    with pytest.raises(CameraError, match="video device /dev/video99"):
+        OpenCVCamera("front", "/dev/video99", timeout=1.0)

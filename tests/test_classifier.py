@@ -194,3 +194,11 @@ def test_train_classifier_without_frames_says_what_to_do(tmp_path, subprocess_en
         cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0 and "no reward classifier" in result.stderr
+    headless = {k: v for k, v in subprocess_env.items() if k not in ("DISPLAY", "PYNPUT_BACKEND")}
+    result = subprocess.run(
+        [sys.executable, "scripts/record_success_fail.py", "--exp_name", "pick_cube_sim_vision",
+         "--labels", "keyboard", "--output", str(tmp_path / "k.npz")],
+        cwd=REPO, env=headless, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "needs key events" in result.stderr
+    assert not (tmp_path / "k.npz").exists()

@@ -88,6 +88,8 @@ def test_real_arm_template_runs_against_the_mujoco_robot_server(tmp_path):
         obs, _ = env.reset(seed=0)
         assert obs["front"].shape == obs["wrist"].shape == (128, 128, 3)
         assert env.observation_space.contains(obs)
+        # The learner's view: the same spaces without opening a camera or asking the server.
+        assert exp.make_spaces(config) == (env.observation_space, env.action_space)
         agent = SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
         del agent  # the paper-sized agent builds for this env's spaces
         low, high = np.array(config.env.workspace_low), np.array(config.env.workspace_high)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -212,8 +213,14 @@ def test_entry_point_serves_in_a_subprocess(subprocess_env):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env,
     )
     try:
-        line = process.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line, line
+        lines: list[str] = []  # warnings may come first; read until the address, with a deadline
+        reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("listening on http://127.0.0.1:" in x for x in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = next((x for x in lines if "listening on http://127.0.0.1:" in x), None)
+        assert line is not None, "".join(lines)[-2000:]
         url = line.strip().rsplit(" ", 1)[-1]
         health = RobotClient(url, timeout=5.0, retries=0).health()
         assert health["ok"] and health["backend"] == "mujoco"

@@ -83,6 +83,15 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, cla
     return env
 
 
+def make_spaces(config: config_dict.ConfigDict):
+    """(observation_space, action_space) for the learner: the classifier does not change them."""
+    env = make_env(config, classifier=False)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
 def make_expert(env: gym.Env, config: config_dict.ConfigDict):
     from sim_envs.experts import PickCubeExpert
 

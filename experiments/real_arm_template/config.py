@@ -84,11 +84,27 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, cla
 
         try:
             model = load_classifier(resolve_path(config.exp_name, config.classifier.checkpoint))
-        except FileNotFoundError:
-            env.close()
+            env = ClassifierReward(env, model, config.classifier.threshold)
+        except BaseException:
+            env.close()  # stop the camera threads before the error leaves
             raise
-        env = ClassifierReward(env, model, config.classifier.threshold)
     return env
+
+
+class _Unplugged:
+    """A camera placeholder for building spaces only; reading it is a bug."""
+
+    def read(self):
+        raise RuntimeError("make_spaces() envs have no cameras to read")
+
+
+def make_spaces(config: config_dict.ConfigDict):
+    """(observation_space, action_space) for the learner, which may run on a machine with neither
+    the arm's cameras nor the classifier: nothing is opened and no request is made."""
+    from robot_infra.envs.real_arm_env import RealArmEnv
+
+    env = RealArmEnv(config.env, cameras={name: _Unplugged() for name in config.cameras})
+    return env.observation_space, env.action_space
 
 
 class _ClosesCameras(gym.Wrapper):

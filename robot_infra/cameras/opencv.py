@@ -36,6 +36,11 @@ def parse_source(source: int | str | Path) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def is_device_path(source: int | str) -> bool:
+    """A V4L2 device node (``/dev/video0``, ``/dev/v4l/by-id/...``), opened as a device, not a file."""
+    return isinstance(source, str) and (source.startswith("/dev/") or Path(source).is_char_device())
+
+
 class OpenCVCamera(Camera):
     """See the module doc; crop, size, timeout, stale_after as in :class:`Camera`."""
 
@@ -57,7 +62,7 @@ class OpenCVCamera(Camera):
     ):
         super().__init__(name, crop, size, timeout, stale_after)
         self.source = parse_source(source)
-        self.is_device = isinstance(self.source, int)
+        self.is_device = isinstance(self.source, int) or is_device_path(self.source)
         self.is_file = not self.is_device and "://" not in self.source
         if fps is not None and fps <= 0:
             raise CameraError(f"camera {self.name!r}: fps must be positive, got {fps}")
@@ -73,7 +78,7 @@ class OpenCVCamera(Camera):
     @property
     def source_description(self) -> str:
         if self.is_device:
-            return f"video device {self.source}"
+            return f"video device {self.source}"  # an index or a /dev path
         return f"video file {self.source!r}" if self.is_file else f"stream {self.source!r}"
 
     def _end_message(self) -> str:

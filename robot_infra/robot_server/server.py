@@ -154,6 +154,7 @@ def _require(body: dict[str, Any], key: str) -> Any:
 
 def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 5.0  # seconds a client may stall mid-request before its thread gives up
         server_version = "serl-robot-server/1"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
