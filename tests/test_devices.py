@@ -329,6 +329,23 @@ def test_gamepad_a_toggles_the_gripper_and_menu_latches_takeover():
     assert not pad.get_action(None).intervening, "presses before a reset do not carry over"
 
 
+def test_unplugged_gamepad_drops_a_latched_takeover():
+    class Unplugged:  # a hid.device whose read fails as an unplugged one does
+        def read(self, size, timeout_ms):
+            raise OSError("read error")
+
+    pad = gp.Gamepad(action_dim=4, connect=False)
+    pad.feed(xbox_report(buttons=1 << 11))  # Menu: latched takeover
+    pad.feed(xbox_report())
+    assert pad.get_action(None).intervening
+    pad._handle = Unplugged()
+    with pytest.warns(UserWarning, match="stopped reporting"):
+        pad._read_loop()  # returns once the read fails
+    assert pad.lost
+    proposal = pad.get_action(None)
+    assert not proposal.intervening and not proposal.action.any()
+
+
 def test_gamepad_layout_by_name():
     assert gp.Gamepad(connect=False, layout="dualshock4_usb").layout is gp.DUALSHOCK4_USB
     with pytest.raises(KeyError):

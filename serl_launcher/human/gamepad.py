@@ -166,6 +166,8 @@ class Gamepad(HidDevice):
         action = proposal.action
         if pressed >> BUTTONS.index("menu") & 1:
             self._takeover = not self._takeover
+        if self.lost:  # unplugged while latched: hand back to the policy, never hold it frozen
+            self._takeover = False
         if pressed >> BUTTONS.index("a") & 1:
             self._gripper_closed = not self._gripper_closed
             action[-1] = gripper_command(close=self._gripper_closed, open_=not self._gripper_closed)

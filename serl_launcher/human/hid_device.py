@@ -143,6 +143,7 @@ class HidDevice:
         self._buttons_seen = 0  # buttons down at any time since the last take
         self._buttons_pressed = 0  # buttons that went down since the last take
         self._stop = threading.Event()
+        self.lost = False  # set when the device stopped reporting (unplugged); it then never intervenes
         self._handle = None
         self._thread = None
         self.info: dict[str, Any] | None = None  # hid.enumerate()'s entry of the open device
@@ -181,6 +182,7 @@ class HidDevice:
             except (OSError, ValueError) as error:  # unplugged, or closed under us
                 with self._lock:
                     self._state = self.empty_state()  # a lost device must not keep the arm moving
+                    self.lost = True
                 if not self._stop.is_set():
                     warnings.warn(f"{self.name} stopped reporting ({error}); it no longer "
                                   "intervenes", stacklevel=1)
