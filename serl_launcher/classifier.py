@@ -56,6 +56,8 @@ def classifier_config() -> config_dict.ConfigDict:
         "num_classes": 2,  # 2: success / not; K > 2: stages 0..K-1, the last is success
         "threshold": 0.75,  # success when p(success) >= threshold (reward 1, episode ends)
         "backbone": "small",  # better held-out precision than "patch" here; trained once
+        "freeze_backbone": False,  # True: the backbone is not trained (use with pretrained_path)
+        "pretrained_path": "",  # .npz of backbone weights (encoders.save_backbone_params layout)
         "pooling": "spatial_embeddings",
         "bottleneck_dim": 64,
         "hidden_dim": 128,
@@ -168,7 +170,8 @@ def split_by_episode(episode: np.ndarray, holdout_fraction: float, seed: int) ->
 
 def build_model(image_keys: Sequence[str], c: config_dict.ConfigDict | dict) -> Classifier:
     encoder = ObservationEncoder(image_keys=tuple(image_keys), backbone=c["backbone"], pooling=c["pooling"],
-                                 bottleneck_dim=c["bottleneck_dim"], use_state=False)
+                                 bottleneck_dim=c["bottleneck_dim"], use_state=False,
+                                 freeze_backbone=bool(c.get("freeze_backbone", False)))
     return Classifier(encoder, num_classes=c["num_classes"], hidden_dim=c["hidden_dim"])
 
 
@@ -246,7 +249,16 @@ def train_classifier(
     rng = jax.random.PRNGKey(seed)
     rng, init_key = jax.random.split(rng)
     params = model.init(init_key, {k: v[:1] for k, v in images.items()})["params"]
-    tx = optax.adam(c.learning_rate)
+    if c.pretrained_path:
+        from serl_launcher.networks.encoders import FROZEN_BACKBONE, load_backbone_params
+
+        name = FROZEN_BACKBONE if c.freeze_backbone else "backbone"
+        encoder = dict(params["encoder"])
+        encoder[name] = load_backbone_params(c.pretrained_path, encoder[name])
+        params = {**params, "encoder": encoder}
+    from serl_launcher.agents.sac import make_optimizer
+
+    tx = make_optimizer(c.learning_rate, params)  # Adam; a frozen backbone gets neither updates nor state
     opt_state = tx.init(params)
 
     def loss_fn(p, obs, y, key):
@@ -321,7 +333,7 @@ def save_classifier(directory: str | Path, params: Any, image_keys: Sequence[str
     staging.mkdir(parents=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(staging / "params", jax.device_get(params))
-    model_keys = ("num_classes", "backbone", "pooling", "bottleneck_dim", "hidden_dim")
+    model_keys = ("num_classes", "backbone", "pooling", "bottleneck_dim", "hidden_dim", "freeze_backbone")
     meta = {
         "format": CLASSIFIER_FORMAT,
         "image_keys": list(image_keys),

@@ -114,6 +114,31 @@ def test_multiclass_classifier_learns_stages_and_refuses_one_class_data():
         train_classifier(frames, c, seed=0)
 
 
+def test_frozen_pretrained_backbone_loads_and_stays_put(tmp_path):
+    import jax
+
+    from serl_launcher.classifier import build_model
+    from serl_launcher.networks.encoders import FROZEN_BACKBONE, save_backbone_params
+
+    rng = np.random.default_rng(0)
+    n = 48
+    success = np.arange(n) % 2 == 0
+    images = rng.integers(0, 60, (n, 16, 16, 3), dtype=np.uint8)
+    images[success, 4:12, 4:12] = 250
+    frames = {"images": {"front": images}, "state": np.zeros((n, 1), np.float32), "success": success,
+              "stage": success.astype(int), "episode": np.arange(n) // 6}
+    c = classifier_config()
+    c.steps, c.batch_size, c.shift_pad, c.hidden_dim, c.freeze_backbone = 30, 16, 0, 16, True
+    donor = build_model(("front",), c).init(jax.random.PRNGKey(7), {"front": images[:1]})["params"]
+    weights = save_backbone_params(tmp_path / "backbone.npz", donor["encoder"][FROZEN_BACKBONE])
+    c.pretrained_path = str(weights)
+    _, params, _ = train_classifier(frames, c, seed=0)
+    jax.tree.map(np.testing.assert_array_equal, params["encoder"][FROZEN_BACKBONE], donor["encoder"][FROZEN_BACKBONE])
+    c.pretrained_path = str(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        train_classifier(frames, c, seed=0)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Frames recorded in the vision sim and a classifier trained on them, by the entry points."""

@@ -10,7 +10,8 @@ ImageNet-pretrained ResNet-10 weights are not downloaded by this project: conver
 point ``agent.encoder.pretrained_path`` at the file, e.g.
 ``--set agent.encoder.pretrained_path='/data/resnet10.npz'``. Without weights the frozen backbone
 keeps its random initialisation, which learns far more slowly. The reward classifier trains its
-ResNet-10 from scratch.
+ResNet-10 from scratch unless given the same file (``--set classifier.pretrained_path=...
+--set classifier.freeze_backbone=True`` for train_classifier.py).
 
 The steps are those of pick_cube_sim_vision, run from this folder with
 ``--exp_name pick_cube_sim_vision_gpu``; frames, classifier and runs live in this folder.
