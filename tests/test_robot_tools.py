@@ -26,8 +26,8 @@ POSES = [  # x, y, z, qx, qy, qz, qw: the second is turned 90 degrees about z
     [0.40, 0.00, 0.10, 0.0, 0.0, 0.0, 1.0],
     [0.35, -0.05, 0.30, 0.0, 0.0, 0.0, 1.0],
 ]
-LOW_LINE = "config.workspace_low = (0.2900, -0.1100, 0.0400)"  # margin 0.01 around POSES
-HIGH_LINE = "config.workspace_high = (0.5100, 0.1100, 0.3100)"
+LOW_LINE = "c.env.workspace_low = (0.2900, -0.1100, 0.0400)"  # margin 0.01 around POSES
+HIGH_LINE = "c.env.workspace_high = (0.5100, 0.1100, 0.3100)"
 
 
 def run_tool(python, env, tool, *args, timeout=60):

@@ -4,7 +4,7 @@ Move the arm (by hand in a compliant mode, or by teleoperation) through every co
 region the policy should reach while this tool records the tool-centre-point poses; it prints
 the smallest box holding them, grown by ``--margin`` metres on each side, as config lines:
 
-    python -m robot_infra.tools.find_workspace_bounds --url http://127.0.0.1:5000/pose
+    python -m robot_infra.tools.find_workspace_bounds --url http://127.0.0.1:5000/state
     python -m robot_infra.tools.find_workspace_bounds --from_file poses.jsonl --margin 0.01
 
 ``--url`` polls an HTTP endpoint answering ``{"pose": [x, y, z, qx, qy, qz, qw]}`` (an object
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None,
                         help="--url: seconds to record (default: until Ctrl-C)")
     parser.add_argument("--timeout", type=float, default=2.0, help="--url: seconds per request")
-    parser.add_argument("--prefix", default="config.", help="printed before each config key")
+    parser.add_argument("--prefix", default="c.env.", help="printed before each config key (an experiment config.py sets c.env.workspace_*)")
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error("--rate must be positive")
