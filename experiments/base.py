@@ -54,3 +54,25 @@ def base_config() -> config_dict.ConfigDict:
         "noise": 0.1,
     })
     return c
+
+
+def with_classifier_reward(env, config: config_dict.ConfigDict):
+    """`env` wrapped so the experiment's trained classifier (``config.classifier``) gives the
+    reward and ends episodes. On any failure `env` is closed (cameras stopped) before the error
+    leaves; a missing classifier says how to make one."""
+    from experiments.mappings import resolve_path
+    from serl_launcher.classifier import load_classifier
+    from serl_launcher.wrappers.classifier_reward import ClassifierReward
+
+    try:
+        model = load_classifier(resolve_path(config.exp_name, config.classifier.checkpoint))
+        return ClassifierReward(env, model, config.classifier.threshold)
+    except FileNotFoundError as error:
+        env.close()
+        raise FileNotFoundError(
+            f"{error}. This experiment's reward comes from a classifier: record frames with "
+            f"scripts/record_success_fail.py --exp_name {config.exp_name}, then train it with "
+            f"scripts/train_classifier.py --exp_name {config.exp_name}") from None
+    except BaseException:
+        env.close()
+        raise

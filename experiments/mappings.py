@@ -68,3 +68,17 @@ def apply_overrides(config, overrides: list[str] | tuple[str, ...]) -> None:
         if leaf not in node:
             raise KeyError(f"--set {key}: no config key {leaf!r}")
         node[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def load_for_entry_point(exp_name: str, overrides: list[str] | tuple[str, ...] = ()):
+    """(module, config with `overrides` applied) for a command-line entry point: an unknown
+    experiment or a bad override becomes absl's UsageError (the message, no traceback)."""
+    from absl import app
+
+    try:
+        exp = load_experiment(exp_name)
+        config = exp.get_config()
+        apply_overrides(config, overrides)
+    except (KeyError, ValueError) as error:
+        raise app.UsageError(str(error.args[0])) from None
+    return exp, config

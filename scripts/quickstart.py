@@ -50,12 +50,9 @@ def main(argv: list[str]) -> None:
         start_role,
         stop,
     )
-    from experiments.mappings import experiment_dir, load_experiment, run_dir
+    from experiments.mappings import experiment_dir, load_for_entry_point, run_dir
 
-    try:
-        config = load_experiment(_EXP_NAME.value).get_config()
-    except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
+    _, config = load_for_entry_point(_EXP_NAME.value)
     exp_dir = experiment_dir(_EXP_NAME.value)
     name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = run_dir(_EXP_NAME.value, name)

@@ -24,21 +24,13 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import apply_overrides, experiment_dir, load_experiment, resolve_path
+    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.data import save_demos
     from serl_launcher.utils.rollouts import record_demos
 
-    try:
-        exp = load_experiment(_EXP_NAME.value)
-    except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
+    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if _SUCCESSES.value < 1:
         raise app.UsageError("--successes_needed must be at least 1")
-    config = exp.get_config()
-    try:
-        apply_overrides(config, _SET.value)
-    except (KeyError, ValueError) as error:
-        raise app.UsageError(str(error.args[0])) from None
     config.actor.intervention.noise = config.demos.noise  # the demonstrator's noise, not the helper's
     env = exp.make_env(config)
     device = exp.make_expert(env, config)

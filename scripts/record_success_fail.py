@@ -95,16 +95,12 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_experiment, resolve_path
+    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.classifier import save_frames
 
-    try:
-        exp = load_experiment(_EXP_NAME.value)
-    except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
+    exp, config = load_for_entry_point(_EXP_NAME.value)
     if _SUCCESSES.value < 1 or _FAILURES.value < 1:
         raise app.UsageError("--successes_needed and --failures_needed must be at least 1")
-    config = exp.get_config()
     if "classifier" not in config:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
     env = exp.make_env(config, classifier=False)  # labels from the env or a person, not a classifier

@@ -34,20 +34,12 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import apply_overrides, experiment_dir, load_experiment, resolve_path
+    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.classifier import load_frames, save_classifier, train_classifier
 
-    try:
-        exp = load_experiment(_EXP_NAME.value)
-    except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
-    config = exp.get_config()
+    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if "classifier" not in config:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
-    try:
-        apply_overrides(config, _SET.value)
-    except (KeyError, ValueError) as error:
-        raise app.UsageError(str(error.args[0])) from None
     c = config.classifier
     paths = [resolve_path(_EXP_NAME.value, p) for p in _DATA.value]
     if not paths:

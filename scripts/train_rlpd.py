@@ -108,19 +108,11 @@ def run_eval(exp, config, run_dir) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.mappings import apply_overrides, load_experiment, run_dir
+    from experiments.mappings import load_for_entry_point, run_dir
 
     if _LEARNER.value == _ACTOR.value:
         raise app.UsageError("pass exactly one of --learner or --actor")
-    try:
-        exp = load_experiment(_EXP_NAME.value)
-    except KeyError as error:
-        raise app.UsageError(str(error.args[0])) from None
-    config = exp.get_config()
-    try:
-        apply_overrides(config, _SET.value)
-    except (KeyError, ValueError) as error:
-        raise app.UsageError(str(error.args[0])) from None
+    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
     if _LEARNER.value:
         run_learner(exp, config, folder)

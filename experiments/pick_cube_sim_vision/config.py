@@ -20,7 +20,7 @@ from __future__ import annotations
 import gymnasium as gym
 from ml_collections import config_dict
 
-from experiments.base import base_config
+from experiments.base import base_config, with_classifier_reward
 from serl_launcher.classifier import classifier_config
 
 
@@ -65,22 +65,7 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, cla
     import sim_envs  # noqa: F401  (registers the envs)
 
     env = gym.make(config.env_id, config=config.env, render_mode=render_mode)
-    if classifier:
-        from experiments.mappings import resolve_path
-        from serl_launcher.classifier import load_classifier
-        from serl_launcher.wrappers.classifier_reward import ClassifierReward
-
-        path = resolve_path(config.exp_name, config.classifier.checkpoint)
-        try:
-            model = load_classifier(path)
-        except FileNotFoundError as error:
-            env.close()
-            raise FileNotFoundError(
-                f"{error}. This experiment's reward comes from a classifier: record frames with "
-                f"scripts/record_success_fail.py --exp_name {config.exp_name}, then train it with "
-                f"scripts/train_classifier.py --exp_name {config.exp_name}") from None
-        env = ClassifierReward(env, model, config.classifier.threshold)
-    return env
+    return with_classifier_reward(env, config) if classifier else env
 
 
 def make_spaces(config: config_dict.ConfigDict):

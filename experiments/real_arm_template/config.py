@@ -22,7 +22,7 @@ from __future__ import annotations
 import gymnasium as gym
 from ml_collections import config_dict
 
-from experiments.base import base_config
+from experiments.base import base_config, with_classifier_reward
 from serl_launcher.classifier import classifier_config
 
 
@@ -77,18 +77,7 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, cla
 
     cameras = make_cameras(config.cameras)
     env = _ClosesCameras(RealArmEnv(config.env, cameras=cameras, render_mode=render_mode), cameras)
-    if classifier:
-        from experiments.mappings import resolve_path
-        from serl_launcher.classifier import load_classifier
-        from serl_launcher.wrappers.classifier_reward import ClassifierReward
-
-        try:
-            model = load_classifier(resolve_path(config.exp_name, config.classifier.checkpoint))
-            env = ClassifierReward(env, model, config.classifier.threshold)
-        except BaseException:
-            env.close()  # stop the camera threads before the error leaves
-            raise
-    return env
+    return with_classifier_reward(env, config) if classifier else env
 
 
 class _Unplugged:
