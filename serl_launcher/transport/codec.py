@@ -13,8 +13,10 @@ One message is one byte string (one zmq frame)::
 The first six bytes never change between versions, so a peer of another version is recognised
 as such (ProtocolVersionError) instead of as garbage. The MAC covers the header too, so the
 version and flags cannot be altered without the key. Checks run cheapest first and nothing is
-parsed before it has passed the ones before it: size -> magic -> version -> MAC -> msgpack ->
-structure.
+parsed before it has passed the ones before it: size -> magic -> version -> MAC -> bounds ->
+msgpack -> structure. The bounds check (check_bounds) walks the msgpack headers without building
+any object and refuses more than ``max_elements`` values or containers nested deeper than
+``max_depth``, so a small frame of millions of tiny values costs microseconds, not seconds.
 
 Inside the body, numpy values are msgpack ext types whose data is::
 
@@ -177,6 +179,112 @@ def unpack_value(data: bytes | memoryview) -> Any:
         raise MalformedMessage(f"invalid msgpack: {type(error).__name__}: {error}") from error
 
 
+# ---------------------------------------------------------------------------------- bounds
+
+DEFAULT_MAX_ELEMENTS = 1 << 17
+DEFAULT_MAX_DEPTH = 32
+
+
+def _fixed_sizes() -> tuple[int, ...]:
+    # Total encoded size of the values whose first byte alone fixes it; 0 for the others.
+    sizes = [0] * 256
+    for b in (*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3):
+        sizes[b] = 1  # fixints, nil, false, true
+    for b in range(0xA0, 0xC0):
+        sizes[b] = 1 + (b & 0x1F)  # fixstr
+    for b, n in ((0xCC, 2), (0xCD, 3), (0xCE, 5), (0xCF, 9),  # uint 8..64
+                 (0xD0, 2), (0xD1, 3), (0xD2, 5), (0xD3, 9),  # int 8..64
+                 (0xCA, 5), (0xCB, 9),  # float 32, 64
+                 (0xD4, 3), (0xD5, 4), (0xD6, 6), (0xD7, 10), (0xD8, 18)):  # fixext 1..16
+        sizes[b] = n
+    return tuple(sizes)
+
+
+_FIXED_SIZES = _fixed_sizes()
+_U8 = struct.Struct(">B").unpack_from
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+# str / bin / ext with a length field: first byte -> (header bytes, reader of the length).
+# (An ext header also holds its type byte, after the length.)
+_SIZED = {0xD9: (2, _U8), 0xDA: (3, _U16), 0xDB: (5, _U32),  # str 8, 16, 32
+          0xC4: (2, _U8), 0xC5: (3, _U16), 0xC6: (5, _U32),  # bin 8, 16, 32
+          0xC7: (3, _U8), 0xC8: (4, _U16), 0xC9: (6, _U32)}  # ext 8, 16, 32
+# array / map 16 and 32: first byte -> (header bytes, reader of the count, values per entry).
+_CONTAINERS = {0xDC: (3, _U16, 1), 0xDD: (5, _U32, 1), 0xDE: (3, _U16, 2), 0xDF: (5, _U32, 2)}
+
+
+def check_bounds(data: bytes | memoryview, max_elements: int, max_depth: int) -> int:
+    """Refuses an encoding that would be too costly to unpack; returns its number of elements.
+
+    Runs before msgpack builds anything, so that a hostile frame of millions of tiny values
+    (or of deeply nested containers) is refused in time proportional to `max_elements`, never
+    to the frame's size. It reads headers only: str / bin / ext payloads are skipped unread.
+
+    Every msgpack value counts as one element: the top-level one, each container itself, each
+    array item, and each map key and map value ([1, {"a": 2}] has 5). Depth is the most
+    containers nested inside one another: a scalar has depth 0, [] depth 1, [[]] depth 2.
+    Raises MalformedMessage when the count would exceed `max_elements` (as soon as a container
+    declares it, before its items are read), when the depth exceeds `max_depth`, when the data
+    is truncated, holds bytes after the single top-level value, or uses the reserved byte 0xc1.
+    """
+    view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+    end = len(view)
+    fixed, sized = _FIXED_SIZES, _SIZED
+    pos = 0
+    todo = 1  # values still to read; each needs at least one byte
+    declared = 1  # values counted so far, those still to read included
+    # For each open non-empty container, the value of `todo` at which its last item is read.
+    # Inner containers end no earlier than outer ones, so the list is sorted; entries of
+    # closed containers are dropped lazily, only when a container header needs the depth.
+    ends: list[int] = []
+    if max_elements < 1:
+        raise MalformedMessage(f"1 element exceeds the element limit (max_elements {max_elements})")
+    try:
+        while todo:
+            b = view[pos]
+            todo -= 1
+            n = fixed[b]
+            if n:
+                pos += n
+                continue
+            entry = sized.get(b)
+            if entry is not None:
+                pos += entry[0] + entry[1](view, pos + 1)[0]
+                continue
+            if 0x80 <= b <= 0x9F:  # fixmap (a key and a value per entry), fixarray
+                count = (b & 0x0F) * (2 if b < 0x90 else 1)
+                pos += 1
+            else:
+                container = _CONTAINERS.get(b)
+                if container is None:  # only 0xc1 is left
+                    raise MalformedMessage(f"reserved byte 0x{b:02x} at offset {pos}")
+                count = container[1](view, pos + 1)[0] * container[2]
+                pos += container[0]
+            while ends and ends[-1] > todo:
+                ends.pop()
+            if len(ends) >= max_depth:
+                raise MalformedMessage(
+                    f"containers nested deeper than the depth limit (max_depth {max_depth})")
+            if count:
+                declared += count
+                if declared > max_elements:
+                    raise MalformedMessage(
+                        f"{declared}+ elements exceed the element limit "
+                        f"(max_elements {max_elements})")
+                ends.append(todo)
+                todo += count
+                if todo > end - pos:
+                    raise MalformedMessage(
+                        f"truncated msgpack: {todo} values declared, {end - pos} bytes left")
+    except (IndexError, struct.error) as error:
+        raise MalformedMessage("truncated msgpack") from error
+    if pos > end:
+        raise MalformedMessage("truncated msgpack")
+    if pos < end:
+        raise MalformedMessage(f"{end - pos} trailing bytes after the msgpack value")
+    return declared
+
+
 # ------------------------------------------------------------------------ hand-built msgpack
 
 
@@ -239,13 +347,16 @@ def decode_message(
     *,
     key: str | bytes | None = None,
     max_message_bytes: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> tuple[str, Any]:
     """Checks and decodes one frame: returns (type, payload).
 
     Raises MessageTooLarge, MalformedMessage, ProtocolVersionError or AuthenticationError (in
     the order the checks run). With a key, a message without a valid MAC is refused; without
     one, a message that carries a MAC is refused too (the peers are configured differently,
-    and accepting would hide that).
+    and accepting would hide that). `max_elements` and `max_depth` bound the body's msgpack
+    before it is unpacked (see check_bounds); the body's own [type, payload] counts 3 of them.
     """
     view = memoryview(data).cast("B")
     if max_message_bytes is not None and view.nbytes > max_message_bytes:
@@ -271,6 +382,7 @@ def decode_message(
             raise AuthenticationError("MAC mismatch: wrong key or altered message")
     elif key:
         raise AuthenticationError("unsigned message but a key is configured")
+    check_bounds(view[body_start:], max_elements, max_depth)
     body = unpack_value(view[body_start:])
     if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)):
         raise MalformedMessage("body is not [type, payload]")
@@ -282,6 +394,9 @@ def decode(
     *,
     key: str | bytes | None = None,
     max_message_bytes: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Any:
     """The payload of one frame made by encode(); see decode_message for the checks."""
-    return decode_message(data, key=key, max_message_bytes=max_message_bytes)[1]
+    return decode_message(data, key=key, max_message_bytes=max_message_bytes,
+                          max_elements=max_elements, max_depth=max_depth)[1]
