@@ -138,6 +138,12 @@ class ReplayBuffer:
         arrays = [*self._frames.values(), *self._fields.values(), self._first, self._valid]
         return sum(a.nbytes for a in arrays)
 
+    def mark(self) -> tuple[int, int]:
+        """(rows written, transitions inserted) now: a point a later :meth:`save` can stop at, so
+        that a snapshot matches exactly what was inserted up to some moment."""
+        with self._lock:
+            return self._rows_written, self._inserted
+
     def seed(self, seed: int | None) -> None:
         """Re-seed the sampling RNG."""
         self._rng = np.random.default_rng(seed)
@@ -255,7 +261,13 @@ class ReplayBuffer:
         arrays = {f"obs.{k}": f for k, f in self._frames.items()}
         return {**arrays, **self._fields, "first": self._first}
 
-    def save(self, directory: str | os.PathLike, chunk_bytes: int = 64 << 20) -> Path:
+    def save(
+        self,
+        directory: str | os.PathLike,
+        chunk_bytes: int = 64 << 20,
+        upto: tuple[int, int] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Path:
         """Write the held rows to `directory` as ``chunk-*.npz`` files plus ``manifest.json``.
 
         Each chunk holds a contiguous range of global rows (at most ~`chunk_bytes`). Saving again
@@ -263,6 +275,9 @@ class ReplayBuffer:
         rows and drops chunks the ring has overwritten. Chunks are written and fsynced before the
         manifest is atomically replaced, so a crash mid-save leaves the previous save loadable.
         One writer per directory. Safe while other threads insert. Returns the manifest path.
+
+        `upto`, a :meth:`mark`, saves the buffer as it was at that mark (rows inserted since are
+        left out); `meta` (JSON-able) is stored in the manifest and returned by :meth:`restore`.
         """
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
@@ -271,11 +286,10 @@ class ReplayBuffer:
                 stale.unlink(missing_ok=True)
             old = _try_read_manifest(root)
             with self._lock:
-                end, first_row, inserted = (
-                    self._rows_written,
-                    self._rows_written - self._size,
-                    self._inserted,
-                )
+                end, inserted = upto if upto is not None else (self._rows_written, self._inserted)
+                if end > self._rows_written:
+                    raise ValueError(f"mark {upto} is ahead of the buffer ({self._rows_written} rows)")
+                first_row = max(self._rows_written - self._size, end - self.capacity)
             chunks: list[dict[str, Any]] = []
             start = first_row
             if old is not None and self._continues(old, root, end):
@@ -305,6 +319,7 @@ class ReplayBuffer:
                 "first_row": max(first_row, chunks[0]["start"]) if chunks else end,
                 "transitions_inserted": inserted,
                 "chunks": chunks,
+                "meta": meta or {},
             }
             _atomic_write(root / MANIFEST, json.dumps(manifest, indent=1).encode())
             kept = {c["file"] for c in chunks}
@@ -337,13 +352,18 @@ class ReplayBuffer:
         sha = hashlib.sha256(payload).hexdigest()
         return {"file": name, "start": start, "end": stop, "bytes": len(payload), "sha256": sha}
 
-    def restore(self, directory: str | os.PathLike) -> None:
+    def restore(self, directory: str | os.PathLike, salvage: bool = False) -> dict[str, Any]:
         """Replace this buffer's contents with a save made by :meth:`save`.
 
         The last ``capacity`` held rows are restored with their episode structure; sampling
         afterwards draws from exactly the saved transitions. Raises BufferFormatError naming the
         file when the manifest is unreadable, its spaces differ from this buffer's, or a chunk is
         missing, corrupt or fails its checksum; the buffer is then left empty.
+
+        With ``salvage=True`` a missing, corrupt or out-of-place chunk is reported instead: the
+        rows after the last damaged chunk are restored (rows must stay contiguous) and the rest
+        counted as lost. Returns ``{"meta": <the save's meta>, "rows": rows restored,
+        "lost_rows": rows the save held that could not be restored, "problems": [messages]}``.
         """
         root = Path(directory)
         manifest = _read_manifest(root)
@@ -354,26 +374,37 @@ class ReplayBuffer:
                 f"{mpath}: saved buffer does not match this buffer: " + "; ".join(problems)
             )
         chunks, end = manifest["chunks"], manifest["rows_written"]
-        for a, b in zip(chunks, chunks[1:], strict=False):
-            if a["end"] != b["start"]:
-                raise BufferFormatError(
-                    f"{mpath}: chunks {a['file']} and {b['file']} are not contiguous"
-                )
-        covered = (chunks[0]["start"], chunks[-1]["end"]) if chunks else (end, end)
-        if covered[0] > manifest["first_row"] or covered[1] != end:
-            raise BufferFormatError(
-                f"{mpath}: chunks cover rows {covered}, "
-                f"the manifest needs {manifest['first_row']} to {end}"
-            )
         first_row = max(manifest["first_row"], end - self.capacity)
+        found: list[str] = []
+
+        def damaged(message: str) -> None:
+            if not salvage:
+                raise BufferFormatError(message)
+            found.append(message)
+
+        needed = [c for c in chunks if c["end"] > first_row]
+        covered = (needed[0]["start"], needed[-1]["end"]) if needed else (end, end)
+        if covered[0] > first_row or covered[1] != end:
+            damaged(f"{mpath}: chunks cover rows {covered}, the manifest needs {first_row} to {end}")
+            first_row, end = max(first_row, covered[0]), min(end, covered[1])
         arrays = self._row_arrays()
+        keep_from = first_row  # rows before this are not restored (a damaged chunk came later)
         with self._lock:
             self._reset()
             try:
-                for c in chunks:
-                    if c["end"] <= first_row:
+                previous_end = None
+                for c in needed:
+                    if previous_end is not None and c["start"] != previous_end:
+                        damaged(f"{mpath}: chunk {c['file']} starts at row {c['start']}, "
+                                f"the one before it ends at {previous_end} (not contiguous)")
+                        keep_from = c["start"]
+                    previous_end = c["end"]
+                    try:
+                        data = _read_chunk(root, c, arrays)
+                    except BufferFormatError as error:
+                        damaged(str(error))
+                        keep_from = c["end"]
                         continue
-                    data = _read_chunk(root, c, arrays)
                     lo = max(c["start"], first_row)
                     rows = np.arange(lo, c["end"]) % self.capacity
                     for k, a in arrays.items():
@@ -381,16 +412,23 @@ class ReplayBuffer:
             except BaseException:
                 self._reset()
                 raise
-            held = np.arange(first_row, end) % self.capacity
+            keep_from = min(max(keep_from, first_row), end)
+            held = np.arange(keep_from, end) % self.capacity
             self._valid[held] = ~self._first[held]
             if len(held):
                 self._valid[held[0]] = False  # its predecessor is not held
                 last = held[-1]
                 self._chain_open = not (self._first[last] or self._fields["dones"][last])
-            self._rows_written, self._size = end, end - first_row
+            self._rows_written, self._size = end, end - keep_from
             self._n_valid = int(self._valid.sum())
             self._inserted = manifest["transitions_inserted"]
-        self._uid, self._parent = uuid.uuid4().hex, (manifest["uid"], end)
+        intact = not found
+        self._uid = uuid.uuid4().hex
+        self._parent = (manifest["uid"], manifest["rows_written"]) if intact else None
+        saved_rows = manifest["rows_written"] - max(manifest["first_row"],
+                                                    manifest["rows_written"] - self.capacity)
+        return {"meta": manifest.get("meta", {}), "rows": self._size,
+                "lost_rows": saved_rows - self._size, "problems": found}
 
     @classmethod
     def load(
