@@ -21,18 +21,31 @@ def base_config() -> config_dict.ConfigDict:
         "demo_fraction": 0.5,  # RLPD symmetric sampling
         "max_steps": 1_000_000,  # learner steps (each: utd_ratio critic updates + actor + temperature)
         "max_seconds": 0.0,  # wall-clock training budget after training starts (0: none)
-        "max_updates_per_transition": 1.0,  # learner steps per received transition (0: unlimited)
+        # The one rate control (serl_launcher.data.rate_limiter): transitions sampled for updates
+        # (batch_size x utd_ratio per learner step) per online transition received; 5120 = one
+        # step of the base agent (batch 256, UTD 20) per transition; 0: no limit. The learner
+        # waits when ahead; actors with actor.backpressure wait when it is behind.
+        "samples_per_insert": 5120.0,
+        # How far (in transitions) either side may drift from the ratio before it waits; at
+        # least one learner step's worth (batch_size x utd_ratio / samples_per_insert).
+        "rate_tolerance": 500,
         "steps_per_publish": 50,  # learner steps between parameter publishes
-        "checkpoint_period": 2_000,  # learner steps between checkpoints (with the buffers)
+        "checkpoint_period": 2_000,  # learner steps between checkpoints and buffer snapshots
+        "snapshot_log_bytes": 1 << 30,  # also snapshot the buffers when the store's log grows past this
+        # Every acknowledged message is in the store's log first: "fsync" (on the disk: survives
+        # a power cut) or "write" (handed to the OS: survives a kill -9 of the learner only).
+        "log_sync": "fsync",
+        # Recover what intact files hold when the store on disk is damaged (reported), instead
+        # of refusing to start.
+        "salvage": False,
         "log_period": 100,
     })
     c.actor = config_dict.ConfigDict({
         "max_env_steps": 1_000_000,
         "random_steps": 0,  # uniform random actions before using the policy
-        # Pacing against the learner (a simulator can outrun it; a real robot paces itself):
-        # wait while env steps exceed ahead_slack + env_steps_per_update * the learner's step.
-        "env_steps_per_update": 0.0,  # 0: free-running
-        "ahead_slack": 500,
+        # Wait for the learner's credit before each step (a simulator, which could outrun the
+        # learner); False for a real robot, which never waits (its transitions queue instead).
+        "backpressure": True,
         "log_period": 500,
         "intervention": config_dict.ConfigDict({
             "enabled": True,
@@ -45,8 +58,18 @@ def base_config() -> config_dict.ConfigDict:
         }),
     })
     c.transport = config_dict.ConfigDict({
-        "host": "127.0.0.1", "data_port": 5588, "param_port": 5589,
-        "key": "",  # shared secret ("" : the SERL_TRANSPORT_KEY environment variable, or none)
+        "host": "127.0.0.1",  # where actors find the learner
+        # Where the learner listens: loopback; "0.0.0.0" (or one address) for actors on other
+        # machines, which needs a key (or allow_unauthenticated=True, accepting that anyone who
+        # can reach the ports can insert transitions).
+        "bind_host": "127.0.0.1",
+        "allow_unauthenticated": False,
+        "data_port": 5588, "param_port": 5589,
+        # Shared secret ("": the SERL_TRANSPORT_KEY environment variable, or none). Prefer the
+        # environment variable: a --set value is visible in the process list. Never written to
+        # the run folder.
+        "key": "",
+        "spool_max_bytes": 10 << 30,  # actor disk for transitions while the learner is away
     })
     c.demos = config_dict.ConfigDict({
         "paths": (),  # demo files (relative to the experiment folder); demos/*.pkl is always read

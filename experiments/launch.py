@@ -17,6 +17,7 @@ SMOKE_SETTINGS = (
     "learner.training_starts=100", "learner.checkpoint_period=50", "learner.log_period=10",
     "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
     "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
+    "learner.samples_per_insert=64.0",  # batch 32 x UTD 2: one learner step per env step
 )
 
 

@@ -2,7 +2,8 @@
 
 - ``get_config() -> ConfigDict`` (locked),
 - ``make_env(config, render_mode=None) -> gym.Env`` (the actor's env, without interventions),
-- ``make_expert(env, config) -> InterventionDevice | None`` (who intervenes; None: nobody);
+- ``make_expert(env, config, seed=None) -> InterventionDevice | None`` (who intervenes; None:
+  nobody; `seed`, default ``config.seed``, seeds a scripted person: each actor passes its own);
 - optionally ``make_spaces(config) -> (observation_space, action_space)``, which the learner uses
   instead of building the env (for a real arm: without opening cameras or loading a classifier).
 """

@@ -25,6 +25,7 @@ _ACTOR_ID = flags.DEFINE_string("actor_id", None, "This actor's identity (defaul
 _EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the checkpoint of this learner step (-1: the latest).")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
 _EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
+_FLUSH_S = flags.DEFINE_float("flush_timeout_s", 10.0, "At exit, how long an actor waits for the learner to acknowledge what it has.")
 _SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted key; Python literal value).")
 
 
@@ -32,11 +33,15 @@ def transport_config(config):
     from serl_launcher.transport import TransportConfig
 
     t = config.transport
-    return TransportConfig(host=t.host, data_port=t.data_port, param_port=t.param_port, key=t.key or None)
+    return TransportConfig(host=t.host, bind_host=t.bind_host, data_port=t.data_port,
+                           param_port=t.param_port, key=t.key or None,
+                           allow_unauthenticated=t.allow_unauthenticated,
+                           spool_max_bytes=t.spool_max_bytes)
 
 
 def run_learner(exp, config, run_dir) -> None:
     from experiments.mappings import experiment_dir, resolve_path
+    from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner
     from serl_launcher.transport import LearnerServer
 
@@ -49,8 +54,15 @@ def run_learner(exp, config, run_dir) -> None:
     demo_paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
     demo_paths += sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
     tcfg = transport_config(config)
-    learner = Learner(config, *spaces, run_dir,
-                      make_server=lambda on_t, on_s: LearnerServer(tcfg, on_t, on_s), demo_paths=demo_paths)
+    try:
+        tcfg.check_bind()  # refuse an open port before loading anything
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    try:
+        learner = Learner(config, *spaces, run_dir, make_server=lambda *a: LearnerServer(tcfg, *a),
+                          demo_paths=demo_paths)
+    except StoreRecoveryError as error:
+        raise app.UsageError(f"cannot resume {run_dir}: {error}") from None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: learner.stop())  # stop cleanly: save checkpoint and buffers
     try:
@@ -61,24 +73,34 @@ def run_learner(exp, config, run_dir) -> None:
 
 
 def run_actor(exp, config, run_dir) -> None:
-    from serl_launcher.actor import Actor
+    from serl_launcher.actor import Actor, actor_seed
     from serl_launcher.human.devices import device_from_config
     from serl_launcher.transport import ActorClient
     from serl_launcher.wrappers.intervention import InterventionWrapper
 
     actor_id = _ACTOR_ID.value or socket.gethostname()
+    try:
+        client = ActorClient(transport_config(config), actor_id,
+                             spool_dir=run_dir / f"actor-{actor_id}" / "spool")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    seed = actor_seed(config.seed, actor_id)
+    print(f"[actor] {actor_id}: seed {seed} (from seed {config.seed} and the actor id)", flush=True)
     env = exp.make_env(config)
     device = device_from_config(config.actor.intervention, env.action_space.shape[0],
-                                lambda: exp.make_expert(env, config), seed=config.seed)
+                                lambda: exp.make_expert(env, config, seed=seed), seed=seed)
     if device is not None:
         env = InterventionWrapper(env, device)
-    actor = Actor(config, env, ActorClient(transport_config(config), actor_id), run_dir / f"actor-{actor_id}", device)
+    actor = Actor(config, env, client, run_dir / f"actor-{actor_id}", device, seed=seed)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: actor.stop())
     try:
         summary = actor.run(config.actor.max_env_steps)
-        if not actor.client.flush(timeout=10.0):
+        if not actor.client.flush(timeout=_FLUSH_S.value):
             print(f"[actor] {actor.client.pending} transitions not acknowledged at exit", flush=True)
+        actor.writer.write(summary["env_steps"], actor.transport_metrics())
+        summary["acknowledged"] = actor.client.acked + 1
+        summary["rejected"] = sum(actor.client.rejected.values())
     finally:
         actor.close()
     print(f"[actor] done: {json.dumps(summary)}", flush=True)

@@ -1,13 +1,21 @@
 """The actor role: runs the env with the newest policy, lets a device intervene, streams
 transitions and episode statistics to the learner; and the evaluation mode.
 
-The actor never waits for the learner: until the first parameters arrive it acts with its own
-freshly initialised policy (the same seed gives the learner's initial parameters), and its
-transport queue holds transitions until the learner acknowledges them.
+Pacing: with ``actor.backpressure`` (simulators) the actor takes a step only while the learner's
+rate limiter grants credit (see serl_launcher.learner), so it waits for a learner that is behind
+or not there. Without it (a real robot) the actor never waits: until the first parameters arrive
+it acts with its own freshly initialised policy (the experiment's seed gives the learner's initial
+parameters), and its transport queue (memory, then a spool on disk) holds transitions until the
+learner acknowledges them.
+
+Every actor draws its own random stream: env resets, policy noise and the scripted person are
+seeded by :func:`actor_seed` of the experiment's seed and the actor id, so two actors never
+produce the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -22,6 +30,13 @@ from ml_collections import config_dict
 from serl_launcher.agents.sac import Policy, SACAgent
 from serl_launcher.utils.metrics import MetricsWriter
 from serl_launcher.utils.rollouts import evaluate, make_transition
+
+
+def actor_seed(seed: int, actor_id: str) -> int:
+    """A stable seed of the experiment's `seed` and an actor id (the same on every machine and
+    run; different for different ids)."""
+    digest = hashlib.sha256(f"{int(seed)}/{actor_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def initial_policy(config: config_dict.ConfigDict, observation_space, action_space) -> Policy:
@@ -44,8 +59,9 @@ class Actor:
     """Steps `env` (already wrapped with interventions, if any) and talks through `client`."""
 
     def __init__(self, config: config_dict.ConfigDict, env: gym.Env, client, run_dir: Path,
-                 device: Any = None):
+                 device: Any = None, seed: int | None = None):
         self.config, self.env, self.client, self.device = config, env, client, device
+        self.seed = config.seed if seed is None else seed  # this actor's stream (actor_seed)
         self.policy = initial_policy(config, env.observation_space, env.action_space)
         self.params_step = -1
         self.writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=config.to_dict())
@@ -66,21 +82,22 @@ class Actor:
     def run(self, max_env_steps: int) -> dict[str, Any]:
         c = self.config.actor
         self.client.start()
-        rng = jax.random.PRNGKey(self.config.seed + 7)
-        obs, _ = self.env.reset(seed=self.config.seed)
+        rng = jax.random.PRNGKey(self.seed)
+        obs, _ = self.env.reset(seed=self.seed)
         episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
-        timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0, "paced_s": 0.0}
+        timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0, "backpressure_s": 0.0}
         successes: list[bool] = []
         step = 0
         while step < max_env_steps and not self._stop.is_set():
-            step += 1
             t0 = time.perf_counter()
+            if c.backpressure:  # a simulator waits for the learner's credit
+                while not self.client.wait_for_credit(0.1):
+                    if self._stop.is_set():
+                        break
+            if self._stop.is_set():
+                break
+            step += 1
             self._refresh_policy()
-            if c.env_steps_per_update > 0:  # pace the simulator to the learner
-                while (step > c.ahead_slack + c.env_steps_per_update * max(0, self.params_step)
-                       and not self._stop.is_set()):
-                    time.sleep(0.01)
-                    self._refresh_policy()
             t_paced = time.perf_counter()
             if step <= c.random_steps:
                 action = self.env.action_space.sample()
@@ -95,7 +112,7 @@ class Actor:
                 obs, executed, next_obs, reward, terminated, truncated,
                 intervened=bool(info.get("intervened", False)), grasp_penalty=info.get("grasp_penalty"),
             ))
-            timer["paced_s"] += t_paced - t0
+            timer["backpressure_s"] += t_paced - t0
             timer["policy_s"] += t1 - t_paced
             timer["env_s"] += t2 - t1
             timer["send_s"] += time.perf_counter() - t2
@@ -117,10 +134,16 @@ class Actor:
                 episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
             if step % c.log_period == 0:
                 self.writer.write(step, {f"timer/{k[:-2]}_ms": 1e3 * v / c.log_period for k, v in timer.items()}
-                                  | {"transport/pending": self.client.pending, "transport/dropped": self.client.dropped})
+                                  | self.transport_metrics())
                 timer = dict.fromkeys(timer, 0.0)
         return {"env_steps": step, "episodes": self.episodes,
                 "success_rate": float(np.mean(successes)) if successes else 0.0}
+
+    def transport_metrics(self) -> dict[str, int]:
+        client = self.client
+        return {"transport/pending": client.pending, "transport/dropped": client.dropped,
+                "transport/spooled": client.spooled, "transport/acked": client.acked + 1,
+                **{f"transport/rejected/{k.replace(' ', '_')}": v for k, v in client.rejected.items()}}
 
     def close(self) -> None:
         self.client.close()

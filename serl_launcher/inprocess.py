@@ -1,10 +1,10 @@
 """Env, actor and learner in one process: for tests, benchmarks and debugging without sockets.
 
-The same pieces the distributed roles use (agent, replay buffers, mixed RLPD sampling, metrics,
-checkpoints), stepped in lockstep: every env step inserts one transition, and once
-``training_starts`` transitions are in, every ``env_steps_per_update`` env steps run one learner
-step (``utd_ratio`` critic updates + actor + temperature). Evaluation is deterministic, with no
-interventions.
+The same pieces the distributed roles use (agent, replay buffers, mixed RLPD sampling, the
+samples-per-insert rate limiter, metrics, checkpoints), stepped in lockstep: every env step
+inserts one transition, then learner steps (``utd_ratio`` critic updates + actor + temperature)
+run while the rate limiter allows (``samples_per_insert``; from ``training_starts`` transitions
+on, with the smallest tolerance). Evaluation is deterministic, with no interventions.
 
     from serl_launcher.inprocess import inprocess_config, run_inprocess
     summary = run_inprocess(inprocess_config())
@@ -13,6 +13,7 @@ interventions.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from serl_launcher.agents.sac import SACAgent, rlpd_config
 from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
+from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.utils.metrics import MetricsWriter
 from serl_launcher.utils.rollouts import evaluate, make_transition
 
@@ -58,7 +60,7 @@ def inprocess_config() -> config_dict.ConfigDict:
     c.demo_paths = ()  # demo files to load as well
     c.demo_fraction = 0.5
     c.training_starts = 200  # online transitions before learning starts
-    c.env_steps_per_update = 1
+    c.samples_per_insert = 512.0  # batch 128 x UTD 4: one learner step per env step
     c.replay_capacity = 200_000
     c.eval_every = 2_000  # env steps
     c.eval_episodes = 20
@@ -82,6 +84,7 @@ def reach_config() -> config_dict.ConfigDict:
     c.agent.learned_gripper, c.agent.backup_entropy, c.agent.init_temperature = False, True, 0.05
     # Pinned where the test was verified (inprocess_config's 64x64 / 1e-3 are tuned for pick).
     c.agent.hidden_dims, c.agent.actor_lr, c.agent.critic_lr = (256, 256), 3e-4, 3e-4
+    c.samples_per_insert = 256.0  # batch 128 x UTD 2: one learner step per env step
     c.training_starts = 100
     c.max_env_steps = 3000
     c.eval_every = 1000
@@ -128,6 +131,8 @@ def run_inprocess(config: config_dict.ConfigDict) -> dict[str, Any]:
         if writer:
             writer.write(env_steps, stats, prefix="eval/")
 
+    tolerance = max(1, math.ceil(batch_rows / c.samples_per_insert)) if c.samples_per_insert else 1
+    limiter = SampleToInsertRatio(c.samples_per_insert, c.training_starts, tolerance, batch_rows)
     bar = tqdm(total=c.max_env_steps, disable=not c.progress, desc="in-process", mininterval=2)
     step = 0
     for step in range(1, c.max_env_steps + 1):
@@ -140,12 +145,14 @@ def run_inprocess(config: config_dict.ConfigDict) -> dict[str, Any]:
             episodes += 1
             obs, _ = env.reset()
 
-        if len(online) >= c.training_starts and step % c.env_steps_per_update == 0:
+        limiter.inserted()
+        while limiter.can_sample():
             fraction = c.demo_fraction if len(demo) else 0.0
             batch = sample_mixed(online, demo, batch_rows, demo_fraction=fraction, allow_empty_demo=True,
                                  num_minibatches=c.agent.utd_ratio)
             agent, metrics = agent.update(batch)
             policy = agent.policy()  # the update donated the old parameters
+            limiter.stepped()
             updates += 1
             if writer and updates % c.log_every == 0:
                 writer.write(step, metrics, prefix="train/")

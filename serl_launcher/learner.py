@@ -1,18 +1,27 @@
-"""The learner role: replay buffers fed by actors over the transport, RLPD updates, parameter
-publishing, checkpoints, and automatic resume.
+"""The learner role: a durable data store fed by actors over the transport, RLPD updates paced by
+one samples-per-insert rate limiter, parameter publishing, checkpoints, and automatic resume.
 
 Run folder layout (``run_dir``):
-    config.json            the resolved experiment config
+    config.json            the resolved experiment config (secrets redacted)
     checkpoints/<step>/    orbax training state (agent, optimizer states, RNG) + meta
-    buffers/online|demo/   chunked replay buffers (resume restores them)
+    buffers/               the data store (serl_launcher.data.store): online and demo buffer
+                           snapshots, the log of every acknowledged message since, store.json
     policy/                the latest exported policy (loads from the folder alone)
-    metrics.jsonl          train/, replay/, timer/ and actor/ (stats sent by actors) records;
-                           replay/intervention_rate is the share of intervened transitions among
-                           those received since the previous record (absent when none arrived)
+    metrics.jsonl          train/, replay/, transport/, timer/ and actor/ (stats sent by actors)
+                           records; replay/intervention_rate is the share of intervened
+                           transitions among those received since the previous record (absent
+                           when none arrived)
 
 Every transition goes to the online buffer; intervention transitions also go to the demo buffer,
-which starts with the demo files. A restarted learner restores the newest checkpoint and both
-buffers, without asking anything.
+which starts with the demo files. A transition is acknowledged to its actor only once it is in
+the store's log on disk, so a learner killed at any moment restarts (without asking anything)
+with every acknowledged transition exactly once, from the newest checkpoint.
+
+Rate control (serl_launcher.data.rate_limiter): a learner step samples batch_size x utd_ratio
+transitions, and ``learner.samples_per_insert`` is how many samples each online transition buys
+(e.g. 256 with batch 128 and UTD 2: one learner step per env step; 0: no limit). The learner
+waits when it is ahead; actors that honour backpressure (``actor.backpressure``, simulators) wait
+when it is behind, through credits in the transport's acknowledgements.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,14 +39,39 @@ import numpy as np
 from ml_collections import config_dict
 
 from serl_launcher.agents.sac import SACAgent
-from serl_launcher.data import Prefetcher, ReplayBuffer, load_demos_into, sample_mixed
+from serl_launcher.data import Prefetcher, sample_mixed
+from serl_launcher.data.rate_limiter import SampleToInsertRatio
+from serl_launcher.data.store import DataStore
 from serl_launcher.utils.checkpoints import CheckpointManager, export_policy
-from serl_launcher.utils.metrics import MetricsWriter
+from serl_launcher.utils.faults import fault_point
+from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
+
+_STATS_QUEUE = 1000  # actor stats waiting for the training loop to write them
 
 
 def policy_params_numpy(agent: SACAgent) -> dict:
     """The parameters an actor needs, as nested dicts of numpy arrays (what is published)."""
     return jax.tree.map(np.asarray, agent.policy().params)
+
+
+class _CountingSink:
+    """The data store as the transport's sink; tells the rate limiter about each insert once
+    it is durable (at commit)."""
+
+    def __init__(self, store: DataStore, limiter: SampleToInsertRatio):
+        self.store, self.limiter = store, limiter
+        self._uncommitted = 0
+        self.delivered = store.delivered
+
+    def deliver(self, actor_id: str, session: str, start: int, transitions: list) -> list:
+        reasons = self.store.deliver(actor_id, session, start, transitions)
+        self._uncommitted += sum(r is None for r in reasons)
+        return reasons
+
+    def commit(self) -> None:
+        self.store.commit()
+        self.limiter.inserted(self._uncommitted)
+        self._uncommitted = 0
 
 
 class Learner:
@@ -46,9 +81,10 @@ class Learner:
         config: the experiment config.
         observation_space, action_space: the env's spaces (the learner never builds hardware).
         run_dir: the run folder (created).
-        make_server: ``(on_transitions, on_stats) -> server`` with ``start``, ``publish_params``
-            and ``close`` (a transport LearnerServer or a LocalHub server).
-        demo_paths: demo files to load when the demo buffer is not restored from a previous run.
+        make_server: ``(sink, on_stats, allowance) -> server`` with ``start``,
+            ``publish_params``, ``notify_credit``, ``stats``, ``error`` and ``close`` (a
+            transport LearnerServer or a LocalHub server).
+        demo_paths: demo files to load when the run's data store is created.
     """
 
     def __init__(self, config: config_dict.ConfigDict, observation_space, action_space, run_dir: Path,
@@ -57,81 +93,102 @@ class Learner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.observation_space, self.action_space = observation_space, action_space
         c = config.learner
-        self.online = ReplayBuffer(observation_space, action_space, c.replay_capacity, seed=config.seed)
-        self.demo = ReplayBuffer(observation_space, action_space, c.replay_capacity, seed=config.seed + 1)
-        self.agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", max_to_keep=3)
+        self.store = DataStore(self.run_dir / "buffers", observation_space, action_space, c.replay_capacity,
+                               seed=config.seed, sync=c.log_sync, demo_paths=demo_paths,
+                               resuming=self.checkpoints.latest_step() is not None, salvage=c.salvage)
+        self.online, self.demo = self.store.online, self.store.demo
+        print(f"[learner] {self.store.describe_recovery()}", flush=True)
+        self.agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent)
         self.step = 0
-        self._resume(demo_paths)
-        (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list) + "\n")
-        self._lock = threading.Lock()  # the metrics writer is shared with the transport thread
-        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", config=config.to_dict())
-        self.received = self.intervened = 0  # transitions received by this process (not restored)
-        self._counts_lock = threading.Lock()  # the transport thread counts, the training loop reads
-        self._logged_counts = (0, 0)  # (received, intervened) at the previous replay/ record
-        self._stop = threading.Event()
-        self.server = make_server(self._on_transitions, self._on_stats)
-
-    # ------------------------------------------------------------------ resume
-
-    def _resume(self, demo_paths: list[Path]) -> None:
-        buffers = self.run_dir / "buffers"
-        restored_demo = False
-        for name, buffer in (("online", self.online), ("demo", self.demo)):
-            if (buffers / name / "manifest.json").is_file():
-                buffer.restore(buffers / name)
-                restored_demo |= name == "demo"
-        if not restored_demo:
-            for path in demo_paths:
-                load_demos_into(self.demo, [path])
         if self.checkpoints.latest_step() is not None:
             self.agent, meta = self.checkpoints.restore(self.agent, observation_space=self.observation_space)
             self.step = int(meta["step"])
             print(f"[learner] resumed from step {self.step} "
                   f"({len(self.online)} online, {len(self.demo)} demo transitions)", flush=True)
+        a = config.agent
+        self.limiter = SampleToInsertRatio(c.samples_per_insert, c.training_starts, c.rate_tolerance,
+                                           a.batch_size * a.utd_ratio, inserts=self.online.num_inserted,
+                                           steps=self.step)
+        public = redact_secrets(config.to_dict())
+        (self.run_dir / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
+        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", config=public)
+        self._logged_counts = (0, 0)  # (received, intervened) at the previous replay/ record
+        self._actor_stats: deque[tuple[str, dict]] = deque(maxlen=_STATS_QUEUE)
+        self.actor_stats_dropped = 0
+        self._stop = threading.Event()
+        self.server = make_server(_CountingSink(self.store, self.limiter), self._on_stats,
+                                  self.limiter.allowance)
+
+    # ------------------------------------------------------------------ state on disk
 
     def save(self) -> None:
+        """Checkpoint, buffer snapshot (which also trims the store's log) and policy export."""
         self.checkpoints.save(self.step, self.agent, self.observation_space, self.action_space)
-        self.online.save(self.run_dir / "buffers" / "online")
-        self.demo.save(self.run_dir / "buffers" / "demo")
+        fault_point("learner.checkpoint")  # the checkpoint is being written in the background
+        self.store.snapshot()
         export_policy(self.run_dir / "policy", self.agent, self.observation_space, self.action_space, self.step)
         self.checkpoints.wait()
 
     # ------------------------------------------------------------------ transport callbacks
 
-    def _on_transitions(self, actor_id: str, transitions: list[dict[str, Any]]) -> None:
-        intervened = 0
-        for transition in transitions:
-            self.online.insert(transition)
-            if transition.get("intervened"):
-                self.demo.insert(transition)
-                intervened += 1
-        with self._counts_lock:  # both counts move together: a reader never sees one without the other
-            self.received += len(transitions)
-            self.intervened += intervened
+    def _on_stats(self, actor_id: str, stats: dict[str, Any]) -> None:
+        # On the transport's thread: only queue (the training loop writes), so stats never
+        # wait on the training loop's file and cannot block delivery.
+        if len(self._actor_stats) == self._actor_stats.maxlen:
+            self.actor_stats_dropped += 1
+        self._actor_stats.append((actor_id, stats))
+
+    def _write_actor_stats(self) -> None:
+        while self._actor_stats:
+            actor_id, stats = self._actor_stats.popleft()
+            self.writer.write(self.step, stats, prefix=f"actor/{actor_id}/")
 
     def replay_metrics(self) -> dict[str, float]:
-        """The replay/ record: buffer sizes, totals received, and the intervention rate since the
-        previous call (left out when nothing arrived since, as 0/0 is not a rate)."""
-        with self._counts_lock:
-            received, intervened = self.received, self.intervened
+        """The replay/ and transport/ record: buffer sizes, totals received, rejections, and the
+        intervention rate since the previous call (left out when nothing arrived since, as 0/0
+        is not a rate)."""
+        received, intervened, rejected = self.store.counts()
         metrics = {"replay/online": len(self.online), "replay/demo": len(self.demo),
-                   "replay/received": received, "replay/intervened_total": intervened}
+                   "replay/received": received, "replay/intervened_total": intervened,
+                   "replay/inserts": self.limiter.inserts, "replay/log_bytes": self.store.log_bytes,
+                   **{f"replay/rejected/{reason.replace(' ', '_')}": n for reason, n in rejected.items()}}
         new_received = received - self._logged_counts[0]
         if new_received > 0:
             metrics["replay/intervention_rate"] = (intervened - self._logged_counts[1]) / new_received
         self._logged_counts = (received, intervened)
+        stats = self.server.stats
+        metrics.update({f"transport/{k}": v for k, v in stats.items() if not isinstance(v, dict)})
+        metrics.update({f"transport/rejected/{k}": v for k, v in stats["rejected"].items()})
+        metrics["transport/actor_stats_dropped"] = self.actor_stats_dropped
         return metrics
-
-    def _on_stats(self, actor_id: str, stats: dict[str, Any]) -> None:
-        with self._lock:
-            self.writer.write(self.step, {k: v for k, v in stats.items() if np.isscalar(v)},
-                              prefix=f"actor/{actor_id}/")
 
     # ------------------------------------------------------------------ training
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _check_health(self) -> None:
+        """Stops the run, loudly, when received data can no longer be made durable."""
+        error = getattr(self.server, "error", None) or self.store.broken
+        if error is not None:
+            raise RuntimeError(
+                f"the learner cannot store what actors send ({error!r}); it stops so that nothing "
+                f"is acknowledged that is not on disk. Everything acknowledged is in "
+                f"{self.run_dir / 'buffers'}; fix the cause (e.g. free disk space) and restart the "
+                f"learner: it resumes") from error
+
+    def _wait(self, ready: Callable[[], bool], timeout: float = 0.05) -> bool:
+        """Waits until `ready()` (True) or a stop (False), writing actor stats meanwhile."""
+        while not ready():
+            if self._stop.is_set():
+                return False
+            self._check_health()
+            self._write_actor_stats()
+            if self.store.log_bytes > self.config.learner.snapshot_log_bytes:
+                self.store.snapshot()
+            self.limiter.wait_to_sample(timeout)
+        return True
 
     def _sample(self) -> dict:
         utd, batch = self.config.agent.utd_ratio, self.config.agent.batch_size
@@ -143,45 +200,49 @@ class Learner:
         c = self.config.learner
         self.server.start()
         self.server.publish_params(self.step, policy_params_numpy(self.agent))
-        print(f"[learner] serving on ports {self.config.transport.data_port}/{self.config.transport.param_port}; "
+        print(f"[learner] serving on {self.config.transport.bind_host} ports "
+              f"{self.config.transport.data_port}/{self.config.transport.param_port}; "
               f"waiting for {c.training_starts} transitions", flush=True)
-        while len(self.online) < c.training_starts and not self._stop.is_set():
-            time.sleep(0.05)
-        start_step, start_received, start_time = self.step, self.received, time.monotonic()
+        self._wait(lambda: self.limiter.can_sample() and len(self.online) > 0)
+        start_time = time.monotonic()
         timer = {"update_s": 0.0, "wait_s": 0.0}
         out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
         with Prefetcher(self._sample, depth=2) as batches:
             while self.step < c.max_steps and not self._stop.is_set() and not out_of_time():
                 t0 = time.perf_counter()
-                if c.max_updates_per_transition > 0:  # couple the update rate to the data rate
-                    allowed = lambda: c.max_updates_per_transition * (self.received - start_received + c.training_starts)  # noqa: E731
-                    while self.step - start_step >= allowed() and not self._stop.is_set():
-                        time.sleep(0.005)
+                if not self._wait(self.limiter.can_sample):
+                    break
                 t1 = time.perf_counter()
                 self.agent, metrics = self.agent.update(batches.get())
                 self.step += 1
+                self.limiter.stepped()
+                self.server.notify_credit()
                 timer["wait_s"] += t1 - t0
                 timer["update_s"] += time.perf_counter() - t1
                 if self.step % c.steps_per_publish == 0:
                     self.server.publish_params(self.step, policy_params_numpy(self.agent))
                 if self.step % c.log_period == 0:
-                    with self._lock:
-                        self.writer.write(self.step, metrics, prefix="train/")
-                        self.writer.write(self.step, {
-                            **self.replay_metrics(),
-                            "timer/update_ms": 1e3 * timer["update_s"] / c.log_period,
-                            "timer/rate_limit_wait_ms": 1e3 * timer["wait_s"] / c.log_period,
-                        })
+                    self._write_actor_stats()
+                    self.writer.write(self.step, metrics, prefix="train/")
+                    self.writer.write(self.step, {
+                        **self.replay_metrics(),
+                        "timer/update_ms": 1e3 * timer["update_s"] / c.log_period,
+                        "timer/rate_limit_wait_ms": 1e3 * timer["wait_s"] / c.log_period,
+                    })
                     timer = dict.fromkeys(timer, 0.0)
                 if self.step % c.checkpoint_period == 0:
                     self.save()
-        with self._lock:  # the final counts, however few steps there were
-            self.writer.write(self.step, self.replay_metrics())
+        self._check_health()
+        self._write_actor_stats()
+        self.writer.write(self.step, self.replay_metrics())  # the final counts, however few steps
         self.save()
         self.server.publish_params(self.step, policy_params_numpy(self.agent))
-        return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": self.received}
+        received = self.store.counts()[0]
+        return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": received,
+                "inserted": self.online.num_inserted}
 
     def close(self) -> None:
         self.server.close()
+        self.store.close()
         self.checkpoints.close()
         self.writer.close()

@@ -170,8 +170,15 @@ def test_learner_logs_the_intervention_rate_of_received_transitions(tmp_path):
     env = exp.make_env(config)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
-    learner = Learner(config, obs_space, act_space, tmp_path / "run", make_server=LocalHub().server)
+    hub = LocalHub()
+    learner = Learner(config, obs_space, act_space, tmp_path / "run", make_server=hub.server)
+    learner.server.start()
+    clients = {name: hub.client(name).start() for name in ("a0", "a1")}
     obs_space.seed(0)
+
+    def send(actor_id, batch):  # the actor's way in: client -> server -> data store
+        for t in batch:
+            clients[actor_id].send_transition(t)
 
     def transitions(flags):
         return [make_transition(obs_space.sample(), act_space.sample(), obs_space.sample(), 0.0, False, False,
@@ -181,15 +188,15 @@ def test_learner_logs_the_intervention_rate_of_received_transitions(tmp_path):
         metrics = learner.replay_metrics()
         assert metrics["replay/intervened_total"] == 0 and "replay/intervention_rate" not in metrics
 
-        learner._on_transitions("a0", transitions([True] * 3 + [False] * 7))
+        send("a0", transitions([True] * 3 + [False] * 7))
         metrics = learner.replay_metrics()
         assert metrics["replay/intervention_rate"] == pytest.approx(0.3)
         assert (metrics["replay/intervened_total"], metrics["replay/received"]) == (3, 10)
         assert (metrics["replay/online"], metrics["replay/demo"]) == (10, 3)
 
         # The rate covers only what arrived since the previous record, from every actor.
-        learner._on_transitions("a0", transitions([True] * 5))
-        learner._on_transitions("a1", transitions([False] * 5))
+        send("a0", transitions([True] * 5))
+        send("a1", transitions([False] * 5))
         metrics = learner.replay_metrics()
         assert metrics["replay/intervention_rate"] == pytest.approx(0.5)
         assert (metrics["replay/intervened_total"], metrics["replay/received"]) == (8, 20)

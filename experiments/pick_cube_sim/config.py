@@ -27,7 +27,7 @@ def get_config() -> config_dict.ConfigDict:
     c.agent.utd_ratio = 2
     c.agent.batch_size = 128
     c.agent.discount = 0.97
-    c.actor.env_steps_per_update = 1.0  # the simulator would outrun the learner otherwise
+    c.learner.samples_per_insert = 256.0  # batch 128 x UTD 2: one learner step per env step
     c.lock()
     return c
 
@@ -38,7 +38,7 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None) -> 
     return gym.make(config.env_id, config=config.env, render_mode=render_mode)
 
 
-def make_expert(env: gym.Env, config: config_dict.ConfigDict):
+def make_expert(env: gym.Env, config: config_dict.ConfigDict, seed: int | None = None):
     from sim_envs.experts import PickCubeExpert
 
-    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed)
+    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed if seed is None else seed)

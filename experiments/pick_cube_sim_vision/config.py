@@ -55,7 +55,7 @@ def get_config() -> config_dict.ConfigDict:
     a.batch_size = 64
     a.discount = 0.97
     c.learner.replay_capacity = 50_000  # ~24 KB per frame at 2 x 64x64x3
-    c.actor.env_steps_per_update = 1.0
+    c.learner.samples_per_insert = 64.0  # batch 64 x UTD 1: one learner step per env step
     c.lock()
     return c
 
@@ -77,7 +77,7 @@ def make_spaces(config: config_dict.ConfigDict):
         env.close()
 
 
-def make_expert(env: gym.Env, config: config_dict.ConfigDict):
+def make_expert(env: gym.Env, config: config_dict.ConfigDict, seed: int | None = None):
     from sim_envs.experts import PickCubeExpert
 
-    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed)
+    return PickCubeExpert(env, noise=config.actor.intervention.noise, seed=config.seed if seed is None else seed)

@@ -43,6 +43,7 @@ def get_config() -> config_dict.ConfigDict:
     a.batch_size = 256
     a.utd_ratio = 2
     c.learner.replay_capacity = 200_000
-    c.actor.env_steps_per_update = 0.0  # a GPU learner keeps up; the actor runs free
+    c.learner.samples_per_insert = 512.0  # batch 256 x UTD 2: one learner step per env step
+    c.actor.backpressure = False  # a GPU learner keeps up; the actor runs free
     c.lock()
     return c

@@ -64,7 +64,8 @@ def get_config() -> config_dict.ConfigDict:
     a.batch_size = 256
     a.discount = 0.97
     c.actor.intervention.device = "spacemouse"  # a person: keyboard, spacemouse, gamepad, leader_arm
-    c.actor.env_steps_per_update = 0.0  # the arm paces itself (control_hz)
+    c.learner.samples_per_insert = 512.0  # batch 256 x UTD 2: at most one learner step per env step
+    c.actor.backpressure = False  # the arm paces itself (control_hz) and never waits for the learner
     c.lock()
     return c
 
@@ -110,8 +111,9 @@ class _ClosesCameras(gym.Wrapper):
             self._cameras.close()
 
 
-def make_expert(env: gym.Env, config: config_dict.ConfigDict):
-    """The person's device drives demos and frame recording (there is no scripted expert)."""
+def make_expert(env: gym.Env, config: config_dict.ConfigDict, seed: int | None = None):
+    """The person's device drives demos and frame recording (there is no scripted expert, so
+    there is nothing to seed)."""
     from serl_launcher.human.devices import make_device
 
     kind = config.actor.intervention.device

@@ -119,3 +119,43 @@ class RateLimitedLog:
         if extra:
             msg += f" (and {extra} more like it in the last {self._interval:.0f} s)"
         self._logger.log(level, msg, *args)
+
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@:")
+MAX_ID_CHARS = 64
+
+
+def check_ids(actor_id: Any, session: Any) -> None:
+    """Actor ids end up in file names and metric keys, sessions are what the client generates
+    (hex): refuse anything else before it reaches the learner's state."""
+    if not valid_actor_id(actor_id):
+        raise MalformedMessage(f"bad actor id {str(actor_id)[:80]!r}")
+    if not (isinstance(session, str) and 0 < len(session) <= 32
+            and set(session) <= set("0123456789abcdef")):
+        raise MalformedMessage(f"bad session {str(session)[:80]!r}")
+
+
+def valid_actor_id(actor_id: Any) -> bool:
+    return (isinstance(actor_id, str) and 0 < len(actor_id) <= MAX_ID_CHARS
+            and set(actor_id) <= _ID_CHARS)
+
+
+class TokenBucket:
+    """`rate` events per second with bursts of `burst`, per key; bounded number of keys."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 1024):
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._tokens: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._tokens.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if len(self._tokens) >= self.max_keys and key not in self._tokens:
+            oldest = min(self._tokens, key=lambda k: self._tokens[k][1])
+            del self._tokens[oldest]
+        if tokens < 1.0:
+            self._tokens[key] = (tokens, now)
+            return False
+        self._tokens[key] = (tokens - 1.0, now)
+        return True

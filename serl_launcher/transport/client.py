@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -64,6 +68,37 @@ class ParamsSlot:
             return self._value if self._cond.wait_for(ready, max(0.0, timeout)) else None
 
 
+class Credit:
+    """Backpressure from the learner: the sequence number this actor may queue up to.
+
+    Each ack grants ``acked + 1 + credit`` (credit -1: no limit). Before the first ack nothing
+    is granted, so an actor that honours credit waits for its learner. Shared by the I/O thread
+    (grant) and the actor's loop (left, wait)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._end: int | None = 0
+
+    def grant(self, acked: int, credit: int) -> None:
+        with self._cond:
+            self._end = None if credit < 0 else acked + 1 + credit
+            self._cond.notify_all()
+
+    def left(self, next_seq: int) -> int | None:
+        """Transitions that may still be queued (None: no limit)."""
+        end = self._end
+        return None if end is None else end - next_seq
+
+    def wait(self, next_seq: Callable[[], int], timeout: float) -> bool:
+        """Blocks until a transition may be queued (True) or `timeout` s pass (False)."""
+        def ready() -> bool:
+            left = self.left(next_seq())
+            return left is None or left > 0
+
+        with self._cond:
+            return self._cond.wait_for(ready, timeout=max(0.0, timeout))
+
+
 class ActorClient:
     """Sends transitions and stats to a LearnerServer and receives its params.
 
@@ -71,8 +106,15 @@ class ActorClient:
     later in-place changes to its arrays are not sent) and queues it; a background I/O thread
     owns the sockets (DEALER to the learner's ROUTER, SUB to its PUB), sends batches of up to
     `send_batch_size` as soon as they are queued (at most `max_inflight_batches` messages
-    unacknowledged), and keeps every transition until the learner acknowledges it. A full queue
-    drops the oldest transitions (counted in `dropped`, logged).
+    unacknowledged), and keeps every transition until the learner acknowledges it: in memory
+    up to the queue limits, then in a spool on disk (`spool_dir`, up to spool_max_bytes), and
+    only past both drops the oldest (counted in `dropped`, logged). Transitions the learner
+    rejects (invalid, e.g. NaN) are acknowledged with a reason: counted in `rejected`, logged,
+    never re-sent.
+
+    Backpressure: acks carry credit (see Credit); :meth:`credit_left` and
+    :meth:`wait_for_credit` let a simulated actor wait for the learner. Nothing here waits on
+    its own: a real robot ignores the credit and its transitions queue.
 
     Data and stats flow only while the learner answers: the client says hello (every
     retry_interval_s until answered, then every 10x that as a heartbeat) and the learner
@@ -88,28 +130,35 @@ class ActorClient:
     once), merged under that id on the learner, which warns.
     """
 
-    def __init__(self, config: TransportConfig, actor_id: str):
+    def __init__(self, config: TransportConfig, actor_id: str,
+                 spool_dir: str | os.PathLike | None = None):
         config.validate()
-        if not isinstance(actor_id, str) or not actor_id:
-            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+        if not _io.valid_actor_id(actor_id):
+            raise ValueError(f"actor_id must be 1-{_io.MAX_ID_CHARS} characters of letters, "
+                             f"digits and ._-@: (got {actor_id!r})")
         self.config = config
         self.actor_id = actor_id
         self.session = secrets.token_hex(8)
         self._key = config.resolved_key()
-        self._outbox = Outbox(config.actor_queue_capacity, config.actor_queue_max_bytes)
-        self._stats_queue: deque[bytes] = deque(maxlen=_STATS_QUEUE)
+        self._outbox = Outbox(config.actor_queue_capacity, config.actor_queue_max_bytes,
+                              _session_spool(spool_dir, self.session), config.spool_max_bytes)
+        self._stats_queue: deque[dict] = deque(maxlen=_STATS_QUEUE)
+        self.credit = Credit()
+        self.rejected: dict[str, int] = {}  # transitions the learner rejected, by reason
+        self.acked = -1  # highest sequence number the learner acknowledged
         self._params = ParamsSlot()
         self._waker = _io.Waker()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log = _io.RateLimitedLog(logger)
-        fields = ("actor", "session", "first", "base", "dropped", "items")
+        fields = ("actor", "session", "epoch", "first", "base", "dropped", "items")
         self._head = [msgpack.packb(k) for k in fields]
         self._ids = [msgpack.packb(actor_id), msgpack.packb(self.session)]
-        # Bytes a data message adds around its items (+ 27: the three ints at their widest).
-        self._overhead = sum(len(p) for p in self._data_parts(0, 0, [])) + 27
         # I/O thread state.
         self._server_epoch: str | None = None
+        # Bytes a data message adds around its items (+ 27: the three ints at their widest;
+        # the epoch is 16 hex characters, +16 for a longer one).
+        self._overhead = sum(len(p) for p in self._data_parts(0, 0, [], "0" * 16)) + 27 + 16
         self._last_progress = time.monotonic()
         self._retry_s = config.retry_interval_s  # current re-send wait (backs off)
         self._blocked = False  # zmq refused a send (HWM): wait until the socket is writable
@@ -153,13 +202,25 @@ class ActorClient:
         self._waker.wake()
 
     def send_stats(self, stats: dict) -> None:
-        """Sends a dict of stats to the learner's on_stats; best effort (no ack, no retry)."""
-        payload = {"actor": self.actor_id, "session": self.session, "stats": stats}
-        self._stats_queue.append(
-            encode(payload, msg_type="stats", key=self._key,
-                   max_message_bytes=self.config.max_message_bytes)
-        )
+        """Sends a flat dict of at most 64 numbers to the learner's on_stats; best effort (no
+        ack, no retry; the learner takes a few per second per actor)."""
+        pack_value(stats)  # refuses what cannot be sent here, in the caller
+        self._stats_queue.append(dict(stats))
         self._waker.wake()
+
+    def credit_left(self) -> int | None:
+        """Transitions this actor may still queue before the learner's rate limiter says wait
+        (None: no limit; <= 0: wait)."""
+        return self.credit.left(self._outbox.next_seq)
+
+    def wait_for_credit(self, timeout: float) -> bool:
+        """Waits up to `timeout` s until the learner grants credit; True if it has."""
+        return self.credit.wait(lambda: self._outbox.next_seq, timeout)
+
+    @property
+    def spooled(self) -> int:
+        """Unacknowledged transitions waiting on disk."""
+        return self._outbox.spooled
 
     def latest_params(self) -> tuple[int, dict] | None:
         """(step, params) of the newest params received so far; None before any."""
@@ -200,6 +261,7 @@ class ActorClient:
         if self._outbox.pending:
             logger.info("actor %r closed with %d unacknowledged transition(s)", self.actor_id,
                         self._outbox.pending)
+        self._outbox.close()
 
     def __enter__(self) -> ActorClient:
         return self.start()
@@ -209,14 +271,16 @@ class ActorClient:
 
     # ------------------------------------------------------------------------ I/O thread
 
-    def _data_parts(self, first: int, base: int, items: list[bytes]) -> list[bytes]:
-        # msgpack of {"actor", "session", "first", "base", "dropped", "items": [...]} around
-        # items packed once in send_transition (and re-used as such by every re-send).
+    def _data_parts(self, first: int, base: int, items: list[bytes],
+                    epoch: str | None = None) -> list[bytes]:
+        # msgpack of {"actor", "session", "epoch", "first", "base", "dropped", "items": [...]}
+        # around items packed once in send_transition (and re-used as such by every re-send).
         h = self._head
-        payload = [map_header(6), h[0], self._ids[0], h[1], self._ids[1],
-                   h[2], msgpack.packb(first), h[3], msgpack.packb(base),
-                   h[4], msgpack.packb(self._outbox.dropped), h[5], array_header(len(items)),
-                   *items]
+        epoch = self._server_epoch if epoch is None else epoch
+        payload = [map_header(7), h[0], self._ids[0], h[1], self._ids[1],
+                   h[2], msgpack.packb(epoch), h[3], msgpack.packb(first),
+                   h[4], msgpack.packb(base), h[5], msgpack.packb(self._outbox.dropped),
+                   h[6], array_header(len(items)), *items]
         return frame_parts("data", payload, self._key)
 
     def _run(self) -> None:
@@ -267,7 +331,8 @@ class ActorClient:
                 return
             try:
                 msg_type, payload = decode_message(
-                    frame.buffer, key=self._key, max_message_bytes=self.config.max_message_bytes
+                    frame.buffer, key=self._key, max_message_bytes=self.config.max_message_bytes,
+                    max_elements=self.config.max_elements, max_depth=self.config.max_depth,
                 )
                 if msg_type == "ack":
                     self._on_ack(payload)
@@ -280,16 +345,28 @@ class ActorClient:
                           "actor %r: ignored a message from the learner: %s", self.actor_id, error)
 
     def _on_ack(self, payload: Any) -> None:
-        p = _io.fields(payload, session=str, epoch=str, acked=int, nack=bool)
+        p = _io.fields(payload, session=str, epoch=str, acked=int, nack=bool, credit=int,
+                       rejected=list)
         if p["session"] != self.session:
             return  # meant for an earlier client with this actor_id
+        now = time.monotonic()
         if p["epoch"] != self._server_epoch:
             if self._server_epoch is not None:
-                logger.info("actor %r: learner restarted; re-sending %d unacknowledged",
-                            self.actor_id, self._outbox.pending)
+                logger.info("actor %r: learner restarted; it holds up to seq %d, this actor had"
+                            " %d acknowledged; re-sending what it lacks", self.actor_id,
+                            p["acked"], self.acked)
+                self._rewind()  # what was sent to the old learner is refused by the new one
+                self._last_progress = now
             self._server_epoch = p["epoch"]
             self._next_hello = 0.0  # ask the new learner for its params now
-        now = time.monotonic()
+        for item in p["rejected"]:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], str):
+                reason = item[1].split(":")[0][:64]
+                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                self._log(logging.WARNING, "rejected", "actor %r: the learner rejected "
+                          "transition %s: %s", self.actor_id, item[0], item[1][:200])
+        self.acked = max(self.acked, p["acked"])
+        self.credit.grant(p["acked"], p["credit"])
         if not self._alive:
             self._alive = True
             self._rewind()  # what was sent before may have gone nowhere
@@ -344,7 +421,10 @@ class ActorClient:
         if not self._alive:
             return
         while self._stats_queue:
-            if not self._send(dealer, self._stats_queue[0]):
+            payload = {"actor": self.actor_id, "session": self.session,
+                       "epoch": self._server_epoch, "stats": self._stats_queue[0]}
+            frame = encode(payload, msg_type="stats", key=self._key)
+            if len(frame) <= self.config.max_message_bytes and not self._send(dealer, frame):
                 return
             self._stats_queue.popleft()
         budget = cfg.max_message_bytes - self._overhead
@@ -365,3 +445,19 @@ class ActorClient:
     def _rewind(self, to: int | None = None) -> None:
         self._outbox.rewind(to)
         self._inflight_ends.clear()
+
+
+def _session_spool(spool_dir: str | os.PathLike | None, session: str) -> Path | None:
+    """This session's spool folder under `spool_dir`; spools left by earlier sessions (a
+    killed actor) are deleted: their sequence numbers belong to sessions that are gone."""
+    if spool_dir is None:
+        return None
+    root = Path(spool_dir)
+    if root.is_dir():
+        for old in root.iterdir():
+            if old.is_dir():
+                size = sum(f.stat().st_size for f in old.iterdir() if f.is_file())
+                logger.warning("deleting the spool of an earlier actor session (%s, %d bytes):"
+                               " those transitions were never acknowledged", old, size)
+                shutil.rmtree(old, ignore_errors=True)
+    return root / session

@@ -20,11 +20,21 @@ import secrets
 import threading
 from typing import Any
 
-from serl_launcher.transport.client import ParamsSlot
+from serl_launcher.transport.client import Credit, ParamsSlot
 from serl_launcher.transport.codec import MessageTooLarge, decode, pack_value, unpack_value
 from serl_launcher.transport.config import TransportConfig
 from serl_launcher.transport.reliability import Outbox, SessionTable
-from serl_launcher.transport.server import REJECT_REASONS, OnStats, OnTransitions, params_frame
+from serl_launcher.transport.server import (
+    REJECT_REASONS,
+    Allowance,
+    OnStats,
+    OnTransitions,
+    TransitionSink,
+    as_sink,
+    check_stats,
+    credit_share,
+    params_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +50,10 @@ class LocalHub:
         self._clients: list[LocalClient] = []
         self._params: tuple[str, int, bytes] | None = None  # (epoch, step, frame)
 
-    def server(self, on_transitions: OnTransitions, on_stats: OnStats | None = None) -> LocalServer:
+    def server(self, sink: TransitionSink | OnTransitions, on_stats: OnStats | None = None,
+               allowance: Allowance | None = None) -> LocalServer:
         """A learner end; call start() on it."""
-        return LocalServer(self, on_transitions, on_stats)
+        return LocalServer(self, sink, on_stats, allowance)
 
     def client(self, actor_id: str) -> LocalClient:
         """An actor end; call start() on it."""
@@ -57,27 +68,30 @@ class LocalHub:
         while True:
             batch = client._outbox.peek_batch(batch_size, 1 << 62, batch_size)
             if batch is None:
+                server._grant(client)
                 return
             first, base, items = batch
             if not server._receive(client, first, base, items):
-                return  # on_transitions raised: the items stay queued, retried on the next call
-            client._outbox.ack(server._table.acked(client.actor_id, client.session))
+                return  # the sink raised: the items stay queued, retried on the next call
 
 
 class LocalServer:
     """In-process LearnerServer (see LearnerServer for the semantics); made by LocalHub."""
 
-    def __init__(self, hub: LocalHub, on_transitions: OnTransitions, on_stats: OnStats | None):
+    def __init__(self, hub: LocalHub, sink: TransitionSink | OnTransitions,
+                 on_stats: OnStats | None, allowance: Allowance | None = None):
         self.hub = hub
         self.config = hub.config
         self.epoch = secrets.token_hex(8)
-        self._on_transitions = on_transitions
+        self._sink = as_sink(sink)
         self._on_stats = on_stats
-        self._table = SessionTable()
+        self._allowance = allowance
+        self._table = SessionTable(max_actors=self.config.max_actors)
+        self._table.seed(self._sink.delivered())
         self._stats: dict[str, Any] = {
             "accepted": 0, "rejected": dict.fromkeys(REJECT_REASONS, 0), "transitions": 0,
-            "duplicates": 0, "gaps": 0, "callback_errors": 0, "params_published": 0,
-            "params_replies": 0,
+            "rejected_transitions": 0, "duplicates": 0, "gaps": 0, "callback_errors": 0,
+            "params_published": 0, "params_replies": 0, "credit_grants": 0,
         }
 
     def start(self) -> LocalServer:
@@ -120,26 +134,53 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def notify_credit(self) -> None:
+        """Credit is handed out on every delivery here; waiting clients are told at once."""
+        with self.hub._lock:
+            clients = list(self.hub._clients)
+        for client in clients:
+            self._grant(client)
+
+    def _grant(self, client: LocalClient) -> None:
+        acked = self._table.acked(client.actor_id, client.session)
+        client.credit.grant(acked, credit_share(self._allowance, self._table.active_actors()))
+
     def _receive(self, client: LocalClient, first: int, base: int, items: list[bytes]) -> bool:
         actor_id, session = client.actor_id, client.session
         plan = self._table.plan(actor_id, session, first, base, len(items), client.dropped)
+        if plan.refused:
+            self._stats["rejected"][plan.refused] += 1
+            return False
         self._stats["accepted"] += 1
         self._stats["duplicates"] += plan.offset
-        if plan.nack or not plan.count:
-            return True
-        batch = [unpack_value(item) for item in items[plan.offset : plan.offset + plan.count]]
-        try:
-            self._on_transitions(actor_id, batch)
-        except Exception:
-            self._stats["callback_errors"] += 1
-            logger.exception("on_transitions raised for actor %r; it will be retried", actor_id)
-            return False
-        self._table.commit(actor_id, session, plan.count)
-        self._stats["transitions"] += plan.count
+        if not plan.nack and plan.count:
+            batch = [unpack_value(item) for item in items[plan.offset : plan.offset + plan.count]]
+            try:
+                reasons = self._sink.deliver(actor_id, session, first + plan.offset, batch)
+                self._sink.commit()
+            except Exception:
+                self._stats["callback_errors"] += 1
+                logger.exception("delivering transitions of actor %r failed; retried later",
+                                 actor_id)
+                return False
+            rejected = sum(r is not None for r in reasons)
+            for r in reasons:
+                if r is not None:
+                    reason = r.split(":")[0]
+                    client.rejected[reason] = client.rejected.get(reason, 0) + 1
+            self._table.commit(actor_id, session, plan.count)
+            self._stats["transitions"] += plan.count - rejected
+            self._stats["rejected_transitions"] += rejected
+        client._outbox.ack(self._table.acked(actor_id, session))
+        self._grant(client)
         return True
 
     def _receive_stats(self, actor_id: str, session: str, stats: dict) -> None:
-        self._table.count_stats(actor_id, session)
+        check_stats(stats)
+        refused = self._table.count_stats(actor_id, session)
+        if refused:
+            self._stats["rejected"][refused] += 1
+            return
         self._stats["accepted"] += 1
         if self._on_stats is not None:
             try:
@@ -161,6 +202,8 @@ class LocalClient:
         self._outbox = Outbox(self.config.actor_queue_capacity, self.config.actor_queue_max_bytes)
         self._params = ParamsSlot()
         self._started = False
+        self.credit = Credit()
+        self.rejected: dict[str, int] = {}
 
     def start(self) -> LocalClient:
         with self.hub._lock:
@@ -189,6 +232,20 @@ class LocalClient:
 
     def latest_params(self) -> tuple[int, dict] | None:
         return self._params.latest()
+
+    def credit_left(self) -> int | None:
+        return self.credit.left(self._outbox.next_seq)
+
+    def wait_for_credit(self, timeout: float) -> bool:
+        return self.credit.wait(lambda: self._outbox.next_seq, timeout)
+
+    @property
+    def spooled(self) -> int:
+        return 0
+
+    @property
+    def acked(self) -> int:
+        return self._outbox.base - 1
 
     def wait_for_params(
         self, timeout: float, newer_than: int | None = None

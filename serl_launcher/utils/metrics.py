@@ -36,6 +36,28 @@ def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]
     return out
 
 
+SECRET_NAMES = ("key", "secret", "password", "token")
+REDACTED = "<redacted>"
+
+
+def redact_secrets(tree: Any) -> Any:
+    """A copy of a config dict whose secret-looking entries (named key, secret, password or
+    token, or ending in _key / _secret / _token) are replaced by "<redacted>" when set, so that
+    a shared key never reaches config.json or metrics files."""
+    if isinstance(tree, Mapping):
+        out = {}
+        for name, value in tree.items():
+            secret = isinstance(name, str) and (
+                name.lower() in SECRET_NAMES
+                or name.lower().endswith(tuple(f"_{s}" for s in SECRET_NAMES)))
+            if secret and value not in (None, "") and not isinstance(value, Mapping):
+                out[name] = REDACTED
+            else:
+                out[name] = redact_secrets(value)
+        return out
+    return tree
+
+
 def check_finite(step: int, metrics: Mapping[str, float]) -> None:
     """Raises NonFiniteMetricError naming the step and the first non-finite metric."""
     for key, value in metrics.items():
@@ -60,6 +82,7 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
         self._file = self.path.open("a", buffering=1)  # line-buffered: nothing lost on a crash
+        config = redact_secrets(config) if config is not None else None
         if new and config is not None:
             self._file.write(json.dumps({"config": config}, default=str) + "\n")
         self._wandb = self._tensorboard = None
