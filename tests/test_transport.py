@@ -21,6 +21,7 @@ from serl_launcher.transport import (
     MessageTooLarge,
     ProtocolVersionError,
     TransportConfig,
+    TransportError,
     UnsupportedType,
     decode,
     decode_message,
@@ -473,3 +474,227 @@ def test_local_hub_same_semantics():
     with pytest.raises(UnsupportedType):
         client.send_transition({"x": np.array([object()])})
     assert pack_value({"a": 1}) == msgpack.packb({"a": 1})
+
+
+# ------------------------------------------------------------ durable sink, security, backpressure
+
+
+def state_space_store(path, **kwargs):
+    from gymnasium import spaces
+
+    from serl_launcher.data.store import DataStore
+
+    obs = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+    return DataStore(path, obs, spaces.Box(-1, 1, (2,), np.float32), 10_000, **kwargs)
+
+
+def state_transition(i: int, bad: bool = False) -> dict:
+    obs = {"state": np.array([i, 0, 0, 0], np.float32)}
+    nxt = {"state": np.array([i + 1, 0, 0, 0], np.float32)}
+    action = np.array([0.5, np.nan if bad else 0.1], np.float32)
+    return {"observations": obs, "next_observations": nxt, "actions": action, "rewards": 0.0,
+            "masks": 1.0, "dones": i % 20 == 19, "intervened": False}
+
+
+def held_states(store) -> list[int]:
+    """The observation index of every transition the online buffer holds, in order."""
+    buf = store.online
+    out = []
+    for g in range(buf._rows_written - buf.rows, buf._rows_written):
+        if buf._valid[g % buf.capacity]:
+            out.append(int(buf._frames["state"][(g - 1) % buf.capacity][0]))
+    return out
+
+
+def test_one_invalid_transition_in_a_batch_is_rejected_and_the_rest_kept_once(closing, tmp_path):
+    store = state_space_store(tmp_path)
+    server, _, client_config = start_server(closing, server_config(), on_transitions=store)
+    client = ActorClient(client_config, "sim-0").start()
+    closing(client)
+    for i in range(40):
+        client.send_transition(state_transition(i, bad=i == 17))  # one NaN from a blown-up sim
+    assert client.flush(10.0)  # the bad one is acknowledged (as rejected): nothing to re-send
+    assert held_states(store) == [i for i in range(40) if i != 17]
+    assert client.rejected == {"invalid transition": 1} and client.retransmits == 0
+    assert server.stats["rejected_transitions"] == 1 and server.stats["transitions"] == 39
+    assert store.counts()[2] == {"invalid transition": 1}
+
+
+def test_exactly_once_across_learner_restarts_with_a_durable_store(closing, tmp_path):
+    """The store's delivery state survives the learner: re-sent transitions it already holds
+    are recognised, so a restart (kill or close) duplicates nothing and loses nothing."""
+    config = server_config(send_batch_size=4, max_inflight_batches=4)
+    store = state_space_store(tmp_path)
+    first = LearnerServer(config, store).start()
+    ports = {"data_port": first.data_port, "param_port": first.param_port}
+    client = ActorClient(TransportConfig(**{**config.__dict__, **ports}), "actor").start()
+    closing(client)
+    for i in range(200):
+        client.send_transition(state_transition(i))
+    assert wait_until(lambda: store.online.num_inserted >= 40)
+    first.close()  # its last acks may or may not get out
+    store.close()
+    for i in range(200, 400):
+        client.send_transition(state_transition(i))
+    restored = state_space_store(tmp_path, resuming=True)
+    assert restored.online.num_inserted > client.acked  # everything acknowledged, maybe more
+    second = LearnerServer(TransportConfig(**{**config.__dict__, **ports}), restored).start()
+    closing(second)
+    assert client.flush(30.0)
+    assert held_states(restored) == list(range(400)) and restored.online.num_inserted == 400
+    assert client.dropped == 0
+
+
+def raw_dealer(port: int):
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    return ctx, sock
+
+
+def test_forged_and_replayed_messages_insert_nothing(closing, tmp_path):
+    key = "the-shared-secret"
+    config = server_config(key=key)
+    store = state_space_store(tmp_path)
+    server, _, _ = start_server(closing, config, on_transitions=store)
+    ctx, sock = raw_dealer(server.data_port)
+    try:
+        # A stranger without the key: refused before parsing.
+        forged = {"actor": "evil", "session": "abcd", "epoch": server.epoch, "first": 0, "base": 0,
+                  "dropped": 0, "items": [state_transition(0)]}
+        sock.send(encode(forged, msg_type="data"))
+        sock.send(encode(forged, msg_type="data", key="a-guess"))
+        assert wait_until(lambda: server.stats["rejected"]["bad_auth"] == 2)
+        # A message of a real actor, captured: delivered once, a duplicate when sent again...
+        sock.send(encode({"actor": "a0", "session": "ab12", "step": -1}, msg_type="hello", key=key))
+        reply = decode_message(sock.recv(), key=key)
+        assert reply[0] == "ack" and reply[1]["epoch"] == server.epoch
+        captured = encode({**forged, "actor": "a0", "session": "ab12"}, msg_type="data", key=key)
+        sock.send(captured)
+        sock.send(captured)
+        assert wait_until(lambda: server.stats["duplicates"] == 1)
+        assert store.online.num_inserted == 1
+        # ... and refused by a restarted learner (new epoch), which holds it already.
+        server.close()
+        store.close()
+        restored = state_space_store(tmp_path, resuming=True)
+        second = LearnerServer(TransportConfig(**{**config.__dict__, "data_port": server.data_port,
+                                                  "param_port": server.param_port}), restored).start()
+        closing(second)
+        sock.send(captured)
+        assert wait_until(lambda: second.stats["rejected"]["stale_epoch"] == 1)
+        assert restored.online.num_inserted == 1 and "evil" not in second.actors
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def test_a_decoding_bomb_is_refused_cheaply_and_the_server_keeps_serving(closing):
+    import tracemalloc
+
+    from serl_launcher.transport.codec import frame_parts
+
+    server, received, client_config = start_server(closing, server_config(max_message_bytes=32 << 20))
+    bomb = b"".join(frame_parts("data", [b"\xdd" + struct.pack(">I", 20_000_000) + b"\xc0" * 20_000_000], None))
+    ctx, sock = raw_dealer(server.data_port)
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            sock.send(bomb)
+        assert wait_until(lambda: server.stats["rejected"]["malformed"] == 3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sock.close()
+        ctx.term()
+    assert peak < 3 * len(bomb)  # the frames themselves, not millions of decoded objects
+    client = ActorClient(client_config, "after").start()
+    closing(client)
+    client.send_transition({"seq": 1})
+    assert client.flush(10.0) and [t["seq"] for _, t in received] == [1]
+
+
+def test_listening_beyond_loopback_needs_a_key(monkeypatch):
+    monkeypatch.delenv("SERL_TRANSPORT_KEY", raising=False)
+    with pytest.raises(TransportError, match="refusing to start.*SERL_TRANSPORT_KEY"):
+        LearnerServer(server_config(bind_host="0.0.0.0"), lambda a, t: None).start()
+    allowed = TransportConfig(bind_host="0.0.0.0", allow_unauthenticated=True)
+    assert "allowed by transport.allow_unauthenticated" in allowed.check_bind()
+    assert TransportConfig(bind_host="0.0.0.0", key="k").check_bind() is None
+    assert TransportConfig(bind_host="::1").check_bind() is None
+    assert TransportConfig().bind_host == "127.0.0.1"
+    server = LearnerServer(server_config(bind_host="0.0.0.0", key="k"), lambda a, t: None).start()
+    server.close()
+
+
+def test_actor_ids_sessions_and_stats_are_bounded(closing):
+    server, received, client_config = start_server(
+        closing, server_config(max_actors=3, stats_per_s=0.01, stats_burst=2))
+    stats = []
+    server._on_stats = lambda actor, s: stats.append((actor, s))
+    clients = [ActorClient(client_config, f"a{k}").start() for k in range(4)]
+    for client in clients:
+        closing(client)
+    for k, client in enumerate(clients[:3]):
+        client.send_transition({"seq": k})
+        assert client.flush(10.0)
+    clients[3].send_transition({"seq": 3})
+    assert not clients[3].flush(1.0)  # a fourth actor id gets no state on the learner
+    assert server.stats["rejected"]["too_many_actors"] > 0 and "a3" not in server.actors
+    for i in range(6):
+        clients[0].send_stats({"episode": i})
+    clients[0].send_stats({"bad": float("nan")})
+    assert wait_until(lambda: server.stats["rejected"]["rate_limited"] >= 3)
+    assert [s["episode"] for _, s in stats] == [0, 1]
+    with pytest.raises(ValueError, match="actor_id"):
+        ActorClient(client_config, "../../etc")
+
+
+def test_backpressure_credit_follows_the_rate_limiter(closing):
+    from serl_launcher.data.rate_limiter import SampleToInsertRatio
+
+    limiter = SampleToInsertRatio(1, min_size=0, tolerance=10, samples_per_step=1)
+    count = []
+
+    def on_transitions(actor_id, transitions):
+        count.extend(transitions)
+        limiter.inserted(len(transitions))
+
+    config = server_config(send_batch_size=1)
+    server = LearnerServer(config, on_transitions, allowance=limiter.allowance).start()
+    closing(server)
+    client = ActorClient(TransportConfig(**{**config.__dict__, "data_port": server.data_port,
+                                            "param_port": server.param_port}), "sim").start()
+    closing(client)
+    assert client.credit_left() == 0  # no learner contact yet: a simulator waits
+    assert client.wait_for_credit(10.0)
+    sent = 0
+    while client.wait_for_credit(1.0):
+        client.send_transition({"seq": sent})
+        sent += 1
+    assert sent == 10 and client.flush(10.0) and len(count) == 10  # the tolerance, then wait
+    for _ in range(5):  # the learner trains: credit is pushed to the waiting actor
+        limiter.stepped()
+        server.notify_credit()
+    assert client.wait_for_credit(10.0) and client.credit_left() == 5
+    assert server.stats["credit_grants"] >= 1
+
+
+def test_spool_keeps_everything_through_a_learner_outage(closing, tmp_path):
+    config = server_config(actor_queue_capacity=20, spool_max_bytes=1 << 20)
+    probe = LearnerServer(config, lambda a, t: None).start()
+    ports = {"data_port": probe.data_port, "param_port": probe.param_port}
+    probe.close()
+    client = ActorClient(TransportConfig(**{**config.__dict__, **ports}), "arm",
+                         spool_dir=tmp_path / "spool").start()
+    closing(client)
+    for i in range(300):  # the learner is away: 20 in memory, the rest on disk
+        client.send_transition({"seq": i, "x": np.full(100, i, np.float32)})
+    assert (client.pending, client.spooled, client.dropped) == (300, 280, 0)
+    assert any((tmp_path / "spool").rglob("*.spool"))
+    server, received, _ = start_server(closing, TransportConfig(**{**config.__dict__, **ports}))
+    assert client.flush(30.0)
+    assert [t["seq"] for _, t in received] == list(range(300))
+    assert all(float(t["x"][0]) == t["seq"] for _, t in received)
+    assert client.spooled == 0 and not any((tmp_path / "spool").rglob("*.spool"))
