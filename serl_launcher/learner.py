@@ -60,18 +60,21 @@ class _CountingSink:
 
     def __init__(self, store: DataStore, limiter: SampleToInsertRatio):
         self.store, self.limiter = store, limiter
+        self._lock = threading.Lock()  # deliver and commit run on two transport threads
         self._uncommitted = 0
         self.delivered = store.delivered
 
     def deliver(self, actor_id: str, session: str, start: int, transitions: list) -> list:
         reasons = self.store.deliver(actor_id, session, start, transitions)
-        self._uncommitted += sum(r is None for r in reasons)
+        with self._lock:
+            self._uncommitted += sum(r is None for r in reasons)
         return reasons
 
     def commit(self) -> None:
+        with self._lock:
+            n, self._uncommitted = self._uncommitted, 0
         self.store.commit()
-        self.limiter.inserted(self._uncommitted)
-        self._uncommitted = 0
+        self.limiter.inserted(n)
 
 
 class Learner:

@@ -226,6 +226,15 @@ class TransitionLog:
             os.fdatasync(self._fd)
         self._dirty = False
 
+    def sync_handle(self) -> int | None:
+        """For a sync outside the caller's lock: a duplicate of the segment's descriptor (the
+        caller fdatasyncs and closes it; that covers every record appended so far), or None
+        when nothing needs syncing. Records in earlier segments were synced by rotate()."""
+        if not self._dirty or self._fd is None:
+            return None
+        self._dirty = False
+        return os.dup(self._fd) if self.sync == "fsync" else None
+
     def rotate(self) -> None:
         """Starts a new segment at the next lsn (the previous one is committed and closed)."""
         if self._fd is not None:

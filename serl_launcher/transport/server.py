@@ -6,6 +6,7 @@ import logging
 import math
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -108,6 +109,61 @@ def check_stats(stats: Any) -> dict[str, float | int | bool]:
         if not isinstance(value, int | float | np.number | np.bool_) or not math.isfinite(value):
             raise MalformedMessage(f"stats value {name!r} is not a finite number")
     return stats
+
+
+class _Committer:
+    """Calls ``sink.commit()`` on its own thread, so the I/O thread goes on receiving and writing
+    while the disk syncs (group commit: one sync covers every batch delivered before it began).
+    Replies wait here, in order, until the commit that covers them is done."""
+
+    def __init__(self, sink: TransitionSink, wake: Callable[[], None]):
+        self._sink, self._wake = sink, wake
+        self._cond = threading.Condition()
+        self._requested = self._done = 0
+        self._waiting: deque[tuple[int, list[tuple[bytes, bytes]]]] = deque()
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="serl-learner-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, replies: list[tuple[bytes, bytes]], new_data: bool) -> None:
+        with self._cond:
+            if new_data:
+                self._requested += 1
+                self._cond.notify_all()
+            self._waiting.append((self._requested, replies))
+
+    def ready(self) -> list[tuple[bytes, bytes]]:
+        """Replies whose commit is done, oldest first."""
+        out = []
+        with self._cond:
+            while self._waiting and self._waiting[0][0] <= self._done:
+                out.extend(self._waiting.popleft()[1])
+        return out
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._requested > self._done or self._closed)
+                if self._requested == self._done:
+                    return  # closed, nothing left
+                target = self._requested
+            try:
+                self._sink.commit()
+            except BaseException as error:
+                self.error = error
+                self._wake()
+                return
+            with self._cond:
+                self._done = target
+            self._wake()
+
+    def close(self) -> None:
+        """Finishes outstanding commits and stops the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
 
 
 class LearnerServer:
@@ -307,6 +363,7 @@ class LearnerServer:
         poller.register(router, zmq.POLLIN)
         poller.register(self._waker.fileno(), zmq.POLLIN)
         linger = _CLOSE_LINGER_MS
+        committer = _Committer(self._sink, self._waker.wake)
         try:
             while not self._stop.is_set():
                 poller.poll(200)
@@ -320,28 +377,36 @@ class LearnerServer:
                     except zmq.Again:
                         break
                     self._handle(frames)
-                if self._uncommitted:
-                    try:
-                        self._sink.commit()
-                    except BaseException as error:
-                        # What reached the disk is unknown: acknowledge nothing more.
-                        self.error = error
-                        linger = 0
-                        logger.exception("commit of received transitions failed; the learner's"
-                                         " transport stops (nothing unacknowledged is lost)")
-                        return
-                    self._uncommitted = False
                 self._grant_starved()
+                # Every reply reports delivery state that includes this batch: it leaves only
+                # once the commit covering the batch (and all before it) is done.
                 replies, self._replies = self._replies, []
-                for ident, frame in replies:
+                if replies or self._uncommitted:
+                    committer.submit(replies, self._uncommitted)
+                self._uncommitted = False
+                if committer.error is not None:
+                    # What reached the disk is unknown: acknowledge nothing more.
+                    self.error = committer.error
+                    linger = 0
+                    logger.error("commit of received transitions failed (%r); the learner's "
+                                 "transport stops (nothing unacknowledged is lost)", self.error)
+                    return
+                for ident, frame in committer.ready():
                     try:
                         router.send_multipart([ident, frame], zmq.NOBLOCK, copy=False)
                     except zmq.ZMQError:
                         pass  # peer gone or its queue full: it re-sends / asks again
+            committer.close()  # the last commit, so the last acks can go out
+            for ident, frame in committer.ready():
+                try:
+                    router.send_multipart([ident, frame], zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError:
+                    pass
         except Exception as error:  # a bug here must not pass silently: the actors would stall
             self.error = error
             logger.exception("learner I/O thread crashed")
         finally:
+            committer.close()
             router.close(linger)
             pub.close(0)
             ctx.term()
