@@ -8,6 +8,10 @@ from __future__ import annotations
 from ml_collections import config_dict
 
 from serl_launcher.agents.sac import rlpd_config
+from serl_launcher.transport.config import TransportConfig
+
+TRANSPORT_SETTINGS = ("host", "bind_host", "allow_unauthenticated", "data_port", "param_port", "key",
+                      "actor_queue_capacity", "actor_queue_max_bytes", "spool_max_bytes")
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -57,20 +61,17 @@ def base_config() -> config_dict.ConfigDict:
             "patience": 15, "hold_steps": 30, "window": 20, "min_probability": 0.0, "noise": 0.1,
         }),
     })
-    c.transport = config_dict.ConfigDict({
-        "host": "127.0.0.1",  # where actors find the learner
-        # Where the learner listens: loopback; "0.0.0.0" (or one address) for actors on other
-        # machines, which needs a key (or allow_unauthenticated=True, accepting that anyone who
-        # can reach the ports can insert transitions).
-        "bind_host": "127.0.0.1",
-        "allow_unauthenticated": False,
-        "data_port": 5588, "param_port": 5589,
-        # Shared secret ("": the SERL_TRANSPORT_KEY environment variable, or none). Prefer the
-        # environment variable: a --set value is visible in the process list. Never written to
-        # the run folder.
-        "key": "",
-        "spool_max_bytes": 10 << 30,  # actor disk for transitions while the learner is away
-    })
+    # The actor <-> learner link; each key is a field of serl_launcher.transport.TransportConfig,
+    # which documents it and holds its default. The ones users set most: host (where actors
+    # find the learner), bind_host (where the learner listens: loopback unless set, and another
+    # interface needs a key or allow_unauthenticated=True), data_port / param_port, key (""
+    # means the SERL_TRANSPORT_KEY environment variable, or none; prefer the variable: a --set
+    # value shows in the process list; never written to the run folder), and what an actor
+    # keeps until acknowledged: actor_queue_capacity / actor_queue_max_bytes in memory, then
+    # spool_max_bytes on disk in its run folder, past which the oldest are dropped (counted).
+    defaults = TransportConfig()
+    c.transport = config_dict.ConfigDict(
+        {name: getattr(defaults, name) for name in TRANSPORT_SETTINGS} | {"key": ""})
     c.demos = config_dict.ConfigDict({
         "paths": (),  # demo files (relative to the experiment folder); demos/*.pkl is always read
         "successes_needed": 20,

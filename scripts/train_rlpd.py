@@ -32,11 +32,8 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted k
 def transport_config(config):
     from serl_launcher.transport import TransportConfig
 
-    t = config.transport
-    return TransportConfig(host=t.host, bind_host=t.bind_host, data_port=t.data_port,
-                           param_port=t.param_port, key=t.key or None,
-                           allow_unauthenticated=t.allow_unauthenticated,
-                           spool_max_bytes=t.spool_max_bytes)
+    settings = config.transport.to_dict()  # the same names as TransportConfig's fields
+    return TransportConfig(**{**settings, "key": settings["key"] or None})
 
 
 def run_learner(exp, config, run_dir) -> None:

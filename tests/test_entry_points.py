@@ -90,3 +90,22 @@ def test_sim_viewer_without_display_fails_clearly(python, subprocess_env):
     )
     assert result.returncode != 0
     assert "needs a display" in result.stderr
+
+
+def test_transport_benchmark_smoke(tmp_path, python, subprocess_env):
+    out = tmp_path / "transport.json"
+    result = subprocess.run(
+        [python, str(REPO / "benchmarks/transport.py"), "--transitions", "40", "--repeats", "1", "--actors", "1",
+         "--state_factor", "2", "--restart_state", "500", "--restart_image", "50", "--image_size", "32",
+         "--latency_samples", "2", "--json_out", str(out)],
+        capture_output=True, text=True, env=subprocess_env, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = {(r["payload"], r["sink"]): r for r in data["throughput"]}
+    assert set(rows) == {(p, s) for p in ("state", "image") for s in ("count", "memory", "durable")}
+    assert all(r["transitions_per_s"]["median"] > 0 for r in rows.values())
+    assert rows["image", "durable"]["log_bytes_per_transition"] > 2 * 32 * 32 * 3  # both cameras, once
+    assert [r["transitions"] for r in data["restart"]] == [500, 50]
+    assert data["learner_restart"]["to_first_update_s"] > 0
+    assert "[learner] recovered 500 online" in data["learner_restart"]["recovery_line"]
