@@ -170,9 +170,21 @@ def test_step_recovers_from_a_reflex(server):
     while not client.state()["errors"]:
         assert time.monotonic() < deadline, "the reflex did not trip"
         time.sleep(0.02)
+    # The reflex trips at the impact, but the stopped arm keeps decelerating against the table for
+    # a few physics ticks (over the force limit again ~20-40 ms after the trip), so errors cleared
+    # that early re-trip (as on a real arm) in the tick that lands between the step's clear_errors
+    # and its resent pose, or just after it: a race on a loaded machine, where those requests span
+    # ticks. Step once the contact has relaxed (as test_robot_server does before clearing), so the
+    # step recovers from a settled reflex instead of racing the impact.
+    while np.linalg.norm(client.state()["tcp_force"]) > 10.0:
+        assert time.monotonic() < deadline, "the contact did not relax after the reflex"
+        time.sleep(0.02)
+    assert client.state()["errors"], "the reflex's error must stand until a step clears it"
     _, _, _, _, info = env.step(np.array([0.0, 0.0, 1.0, 0.0]))
     assert info["robot_errors"] and "cartesian_reflex" in info["robot_errors"][0]
-    assert client.state()["errors"] == []
+    state = client.state()
+    assert state["errors"] == []
+    assert state["target_pose"][2] > 0.3  # the step's resent pose (up, not into the table) was accepted
 
 
 def test_cameras_are_read_and_resized(server):
