@@ -39,7 +39,7 @@ def transport_config(config):
 def run_learner(exp, config, run_dir) -> None:
     from experiments.mappings import experiment_dir, resolve_path
     from serl_launcher.data.store import StoreRecoveryError
-    from serl_launcher.learner import Learner
+    from serl_launcher.learner import Learner, make_rate_limiter
     from serl_launcher.transport import LearnerServer
 
     if hasattr(exp, "make_spaces"):  # the learner needs only the spaces, not cameras or an arm
@@ -52,7 +52,8 @@ def run_learner(exp, config, run_dir) -> None:
     demo_paths += sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
     tcfg = transport_config(config)
     try:
-        tcfg.check_bind()  # refuse an open port before loading anything
+        tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
+        make_rate_limiter(config)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     try:

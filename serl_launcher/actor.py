@@ -91,7 +91,13 @@ class Actor:
         while step < max_env_steps and not self._stop.is_set():
             t0 = time.perf_counter()
             if c.backpressure:  # a simulator waits for the learner's credit
+                waited = 0
                 while not self.client.wait_for_credit(0.1):
+                    waited += 1
+                    if waited % 300 == 0:  # every 30 s
+                        print(f"[actor] waiting {waited // 10} s for the learner's go-ahead (is it running and "
+                              f"reachable at {self.config.transport.host}:{self.config.transport.data_port}?)",
+                              flush=True)
                     if self._stop.is_set():
                         break
             if self._stop.is_set():
@@ -142,7 +148,8 @@ class Actor:
     def transport_metrics(self) -> dict[str, int]:
         client = self.client
         return {"transport/pending": client.pending, "transport/dropped": client.dropped,
-                "transport/spooled": client.spooled, "transport/acked": client.acked + 1,
+                "transport/spooled": client.spooled, "transport/spool_errors": client.spool_errors,
+                "transport/acked": client.acked + 1,
                 **{f"transport/rejected/{k.replace(' ', '_')}": v for k, v in client.rejected.items()}}
 
     def close(self) -> None:

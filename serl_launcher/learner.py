@@ -54,6 +54,14 @@ def policy_params_numpy(agent: SACAgent) -> dict:
     return jax.tree.map(np.asarray, agent.policy().params)
 
 
+def make_rate_limiter(config: config_dict.ConfigDict, inserts: int = 0, steps: int = 0) -> SampleToInsertRatio:
+    """The learner's rate limiter from the experiment config (ValueError for settings that could
+    make actors and learner wait for each other)."""
+    c, a = config.learner, config.agent
+    return SampleToInsertRatio(c.samples_per_insert, c.training_starts, c.rate_tolerance,
+                               a.batch_size * a.utd_ratio, inserts=inserts, steps=steps)
+
+
 class _CountingSink:
     """The data store as the transport's sink; tells the rate limiter about each insert once
     it is durable (at commit)."""
@@ -96,6 +104,7 @@ class Learner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.observation_space, self.action_space = observation_space, action_space
         c = config.learner
+        make_rate_limiter(config)  # a bad rate setting fails before anything is loaded
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", max_to_keep=3)
         self.store = DataStore(self.run_dir / "buffers", observation_space, action_space, c.replay_capacity,
                                seed=config.seed, sync=c.log_sync, demo_paths=demo_paths,
@@ -109,10 +118,7 @@ class Learner:
             self.step = int(meta["step"])
             print(f"[learner] resumed from step {self.step} "
                   f"({len(self.online)} online, {len(self.demo)} demo transitions)", flush=True)
-        a = config.agent
-        self.limiter = SampleToInsertRatio(c.samples_per_insert, c.training_starts, c.rate_tolerance,
-                                           a.batch_size * a.utd_ratio, inserts=self.online.num_inserted,
-                                           steps=self.step)
+        self.limiter = make_rate_limiter(config, inserts=self.online.num_inserted, steps=self.step)
         public = redact_secrets(config.to_dict())
         (self.run_dir / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
         self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", config=public)
@@ -213,6 +219,9 @@ class Learner:
         with Prefetcher(self._sample, depth=2) as batches:
             while self.step < c.max_steps and not self._stop.is_set() and not out_of_time():
                 t0 = time.perf_counter()
+                self._check_health()  # every step: a learner that never waits must notice too
+                if self.store.log_bytes > c.snapshot_log_bytes:
+                    self.store.snapshot()
                 if not self._wait(self.limiter.can_sample):
                     break
                 t1 = time.perf_counter()

@@ -83,13 +83,14 @@ def test_log_round_trip_numbering_and_segments(tmp_path):
     assert len(list(tmp_path.glob("*.log"))) > 3  # rotated by size
     scan = LogScan()
     assert [(lsn, bytes(body)) for lsn, body in read_log(tmp_path, scan=scan)] == list(enumerate(bodies, 1))
-    assert (scan.records, scan.last_lsn, scan.torn, scan.damage) == (20, 20, None, [])
+    assert (scan.records, scan.last_lsn, scan.tail, scan.damage) == (20, 20, None, [])
     assert [lsn for lsn, _ in read_log(tmp_path, after=15)] == [16, 17, 18, 19, 20]
     # Dropping keeps every record after the point (whole segments go), numbering continues.
     log = TransitionLog(tmp_path, next_lsn=21, segment_bytes=200)
     log.drop_through(12)
-    kept = [lsn for lsn, _ in read_log(tmp_path)]
-    assert kept[-1] == 20 and kept[0] <= 13 and kept == list(range(kept[0], 21))
+    assert [lsn for lsn, _ in read_log(tmp_path, after=12)] == list(range(13, 21))
+    with pytest.raises(LogCorruptError, match="records 1 to .* are missing"):
+        list(read_log(tmp_path))  # without the snapshot that covers them, they are missing
     assert log.append(b"x") == 21
 
 
@@ -104,8 +105,8 @@ def test_torn_tail_is_cut_and_the_log_goes_on(tmp_path):
         f.write(b"SRLL\x40\x00\x00\x00\x06" + b"\x00" * 20)
     scan = LogScan()
     assert [lsn for lsn, _ in read_log(tmp_path, scan=scan)] == [1, 2, 3, 4, 5]
-    assert scan.torn == (segment, size, 29)
-    log = TransitionLog(tmp_path, next_lsn=scan.last_lsn + 1, torn=scan.torn)
+    assert (scan.tail.path, scan.tail.offset, scan.tail.bytes) == (segment, size, 29)
+    log = TransitionLog(tmp_path, next_lsn=scan.last_lsn + 1, tail=scan.tail)
     assert log.append(b"after") == 6
     log.close()
     assert [bytes(b) for _, b in read_log(tmp_path)][-1] == b"after"
@@ -116,6 +117,7 @@ def test_damage_before_good_records_is_an_error_unless_salvaged(tmp_path, where)
     log = TransitionLog(tmp_path)
     for i in range(6):
         log.append(b"%d" % i * 50)
+        log.commit()  # each record durable: the ones after the damage vouch for it
     log.close()
     segment = next(tmp_path.glob("*.log"))
     data = bytearray(segment.read_bytes())
@@ -127,6 +129,44 @@ def test_damage_before_good_records_is_an_error_unless_salvaged(tmp_path, where)
     scan = LogScan()
     assert [lsn for lsn, _ in read_log(tmp_path, salvage=True, scan=scan)] == [1, 2, 4, 5, 6]
     assert len(scan.damage) == 2 and "records 3 to 3 are missing" in scan.damage[1]
+
+
+def test_unsynced_damage_is_a_lost_tail_not_an_error(tmp_path):
+    """After a power cut, pages written after the last sync may be missing while later ones made
+    it: no intact record says they were durable, so they were never acknowledged."""
+    log = TransitionLog(tmp_path)
+    for i in range(3):
+        log.append(b"synced %d" % i)
+    log.commit()
+    for i in range(3):
+        log.append(b"unsynced %d" % i * 20)
+    log.close(commit=False)
+    segment = next(tmp_path.glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    fourth = sum(HEADER_BYTES + len(b"synced %d" % i) for i in range(3))
+    data[fourth : fourth + 40] = bytes(40)  # record 4's page never reached the disk
+    segment.write_bytes(bytes(data))
+    scan = LogScan()
+    assert [bytes(b) for _, b in read_log(tmp_path, scan=scan)] == [b"synced %d" % i for i in range(3)]
+    assert scan.tail.offset == fourth and scan.tail.records == 2 and scan.damage == []
+    reopened = TransitionLog(tmp_path, next_lsn=4, tail=scan.tail)
+    assert reopened.append(b"next") == 4
+    reopened.close()
+    assert [lsn for lsn, _ in read_log(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_segments_a_snapshot_covers_are_not_read(tmp_path):
+    log = TransitionLog(tmp_path, segment_bytes=1)
+    for i in range(5):
+        log.append(b"r%d" % i)
+    log.close()
+    (tmp_path / f"{2:016d}.log").write_bytes(b"garbage")  # damaged, but covered by a snapshot
+    assert [lsn for lsn, _ in read_log(tmp_path, after=3)] == [4, 5]
+    with pytest.raises(LogCorruptError):
+        list(read_log(tmp_path, after=0))
+    (tmp_path / f"{4:016d}.log").unlink()  # a record the snapshot does not cover is gone
+    with pytest.raises(LogCorruptError, match="records 4 to 4 are missing"):
+        list(read_log(tmp_path, after=3))
 
 
 def test_a_missing_segment_is_a_gap(tmp_path):
@@ -236,7 +276,7 @@ def test_torn_record_is_not_recovered_and_is_reported(tmp_path):
         f.write(b"SRLL\xff\xff\x00\x00" + b"\x01" * 40)  # an append the crash cut short
     again = store(tmp_path, resuming=True)
     assert again.online.num_inserted == 10 and again.recovery["torn_bytes"] == 48
-    assert "incomplete record" in again.describe_recovery()
+    assert "never acknowledged" in again.describe_recovery()
     deliver(again, stream(1, 5), start=10)
     assert store(tmp_path, resuming=True).online.num_inserted == 15
 
@@ -390,3 +430,87 @@ def test_every_kill_point_in_a_store_is_exact(tmp_path):
                 break
         again = store(path, resuming=True)
         assert contents(again.online) == contents(s.online) and again.delivered() == s.delivered()
+
+
+def test_a_crash_in_a_new_stores_first_snapshot_starts_it_again(tmp_path, monkeypatch):
+    from serl_launcher.data.demos import save_demos
+
+    demos = save_demos(tmp_path / "demos.pkl", stream(9, 12, intervened_every=1))
+    original = ReplayBuffer.save
+
+    def die_on_demo(self, directory, *args, **kwargs):
+        if directory.name == "demo":
+            raise KeyboardInterrupt("Ctrl-C while the demos are being saved")
+        return original(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(ReplayBuffer, "save", die_on_demo)
+    with pytest.raises(KeyboardInterrupt):
+        store(tmp_path / "buffers", demo_paths=[demos])
+    monkeypatch.undo()
+    again = store(tmp_path / "buffers", demo_paths=[demos])  # nothing was acknowledged: new again
+    assert again.recovery["fresh"] and again.demo.num_inserted == 12
+    deliver(again, stream(0, 5))
+    assert store(tmp_path / "buffers", resuming=True).demo.num_inserted == 12 + 2
+
+
+def test_a_failed_sync_stops_the_store(tmp_path, monkeypatch):
+    s = store(tmp_path, log_segment_bytes=1)  # every record starts a segment: rotate syncs
+    data = stream(0, 5)
+    deliver(s, data[:3], batch=1)
+    s.deliver("a0", "0123abcd", 3, data[3:4])  # written, not yet committed
+
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    with pytest.raises(OSError, match="syncing the transition log failed"):
+        s.deliver("a0", "0123abcd", 4, data[4:])  # its segment change syncs record 4: EIO
+    assert s.broken is not None
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="stopped accepting"):
+        s.deliver("a0", "0123abcd", 4, data[4:])
+    with pytest.raises(RuntimeError, match="stopped accepting"):
+        s.commit()
+    with pytest.raises(RuntimeError, match="no snapshot of a broken"):
+        s.snapshot()
+    assert store(tmp_path, resuming=True).online.num_inserted >= 3  # 4 if its page made it
+
+
+def test_chunks_a_crashed_save_left_behind_are_deleted(tmp_path, monkeypatch):
+    import serl_launcher.data.replay_buffer as rb
+
+    buffer = ReplayBuffer(*make_spaces(), capacity=500)
+    buffer.insert_many(stream(0, 40))
+    buffer.save(tmp_path, chunk_bytes=2000)
+    buffer.insert_many(stream(1, 40))
+    original = rb._atomic_write
+
+    def die_at_manifest(path, payload):
+        if path.name == "manifest.json":
+            raise KeyboardInterrupt
+        original(path, payload)
+
+    monkeypatch.setattr(rb, "_atomic_write", die_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        buffer.save(tmp_path, chunk_bytes=2000)
+    monkeypatch.undo()
+    listed = {c["file"] for c in json.loads((tmp_path / "manifest.json").read_text())["chunks"]}
+    assert {p.name for p in tmp_path.glob("chunk-*")} > listed  # orphans of the crashed save
+    buffer.save(tmp_path, chunk_bytes=2000)
+    listed = {c["file"] for c in json.loads((tmp_path / "manifest.json").read_text())["chunks"]}
+    assert {p.name for p in tmp_path.glob("chunk-*")} == listed
+
+
+def test_a_failing_spool_disk_drops_oldest_and_keeps_the_queue_consistent(tmp_path, monkeypatch):
+    box = Outbox(capacity=2, max_bytes=1 << 20, spool_dir=tmp_path / "spool", spool_max_bytes=1000)
+    for i in range(4):
+        box.put(b"%d" % i * 5)
+    assert box.spooled == 2
+    monkeypatch.setattr(os, "pwrite", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left")))
+    dropped = box.put(b"x" * 5)  # item 2 cannot go to disk: it and the older ones are dropped
+    monkeypatch.undo()
+    assert (dropped, box.base, box.pending, box.spool_errors) == (3, 3, 2, 1)
+    assert box.peek_batch(10, 1 << 20, 10)[2] == [b"3" * 5, b"x" * 5]
+    box.ack(4)
+    assert box.pending == 0
+    box.close()

@@ -256,7 +256,7 @@ def test_params_newest_wins_and_late_joiner_gets_current(closing):
     early = ActorClient(client_config, "early").start()
     closing(early)
     assert early.latest_params() is None
-    assert wait_until(lambda: "early" in server.actors)  # connected (its hello arrived)
+    assert wait_until(lambda: server.stats["accepted"] >= 1)  # connected (its hello arrived)
     rng = np.random.default_rng(0)
     trees = {}
     for step in range(1, 6):
@@ -698,3 +698,49 @@ def test_spool_keeps_everything_through_a_learner_outage(closing, tmp_path):
     assert [t["seq"] for _, t in received] == list(range(300))
     assert all(float(t["x"][0]) == t["seq"] for _, t in received)
     assert client.spooled == 0 and not any((tmp_path / "spool").rglob("*.spool"))
+
+
+def test_replayed_hellos_change_nothing_the_learner_keeps(closing):
+    server, received, client_config = start_server(closing, server_config())
+    ctx, sock = raw_dealer(server.data_port)
+    try:
+        for k in range(40):  # hellos of 40 old sessions of a live actor's id (recorded, say)
+            sock.send(encode({"actor": "robot-0", "session": f"{k:04x}", "step": -1}, msg_type="hello"))
+        assert wait_until(lambda: server.stats["accepted"] >= 40)
+    finally:
+        sock.close()
+        ctx.term()
+    assert server.actors == {}
+    client = ActorClient(client_config, "robot-0").start()
+    closing(client)
+    client.send_transition({"seq": 0})
+    assert client.flush(10.0) and server.stats["rejected"]["retired_session"] == 0
+
+
+def test_idle_actor_ids_make_room_and_seeded_ones_count_as_idle():
+    table = SessionTable(max_actors=2, idle_actor_s=0.2)
+    table.seed({"old": {"aa": 5}})
+    assert not table.plan("a", "01", 0, 0, 1).refused  # the seeded one is idle: it goes
+    assert not table.plan("b", "02", 0, 0, 1).refused
+    assert table.plan("c", "03", 0, 0, 1).refused == "too_many_actors"  # both live
+    time.sleep(0.3)
+    assert not table.plan("c", "03", 0, 0, 1).refused
+    assert table.plan("a", "01", 1, 1, 1).refused == "retired_session"  # a recorded message of it
+
+
+def test_stats_must_be_finite_real_numbers():
+    from serl_launcher.transport.server import check_stats
+
+    assert check_stats({"a": 1, "b/c": np.float32(2.5), "d": True}) == {"a": 1, "b/c": np.float32(2.5), "d": True}
+    for bad in ({"x": np.complex64(1)}, {"x": float("inf")}, {"x": "text"}, {"x": [1]},
+                {"bad name!": 1}, {f"k{i}": 1 for i in range(65)}):
+        with pytest.raises(MalformedMessage):
+            check_stats(bad)
+
+
+def test_two_processes_with_one_actor_id_are_refused(tmp_path):
+    first = ActorClient(TransportConfig(), "same-host", spool_dir=tmp_path / "spool")
+    with pytest.raises(ValueError, match="another actor process with actor_id 'same-host'"):
+        ActorClient(TransportConfig(), "same-host", spool_dir=tmp_path / "spool")
+    first.close()
+    ActorClient(TransportConfig(), "same-host", spool_dir=tmp_path / "spool").close()  # free again

@@ -58,12 +58,6 @@ class SampleToInsertRatio:
     def samples(self) -> int:
         return self._samples
 
-    def set_steps(self, steps: int) -> None:
-        """The learner's step count (e.g. restored from a checkpoint)."""
-        with self._cond:
-            self._samples = int(steps) * self.samples_per_step
-            self._cond.notify_all()
-
     def inserted(self, n: int = 1) -> None:
         with self._cond:
             self._inserts += n

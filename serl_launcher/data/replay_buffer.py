@@ -150,12 +150,13 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ insert
 
-    def insert(self, transition: Mapping[str, Any]) -> None:
+    def insert(self, transition: Mapping[str, Any], checked: bool = False) -> None:
         """Insert one transition (see :mod:`serl_launcher.data.transitions` for the keys).
 
         Raises ValueError naming the key when a shape, dtype or key does not match the spaces.
+        ``checked=True``: `transition` is what ``self.spec.check`` returned (not checked again).
         """
-        checked = self.spec.check(transition)
+        checked = transition if checked else self.spec.check(transition)
         with self._lock:
             self._insert_checked(checked)
 
@@ -323,9 +324,11 @@ class ReplayBuffer:
             }
             _atomic_write(root / MANIFEST, json.dumps(manifest, indent=1).encode())
             kept = {c["file"] for c in chunks}
-            for c in old["chunks"] if old else []:
-                if c["file"] not in kept:
-                    (root / c["file"]).unlink(missing_ok=True)
+            # Chunks the previous manifest listed and the ring has passed, and any a crashed
+            # save wrote but never listed: no manifest refers to them now.
+            for stale in root.glob("chunk-*.npz"):
+                if stale.name not in kept:
+                    stale.unlink(missing_ok=True)
         return root / MANIFEST
 
     def _continues(self, old: dict[str, Any], root: Path, end: int) -> bool:

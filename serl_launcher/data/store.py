@@ -23,8 +23,8 @@ recovery completes: restore both buffers, then replay every record after each pi
 Recovery (construction) reports what it restored and refuses to go on silently with less: a
 missing or unreadable manifest, chunk, store.json or a damaged log record raises
 :class:`StoreRecoveryError` naming the file and how to go on. With ``salvage=True`` it restores
-what the intact pieces hold and reports what was lost instead. A torn last log record (a write a
-crash interrupted; never acknowledged) is cut off and reported.
+what the intact pieces hold and reports what was lost instead. A lost log tail (a write a crash
+cut short, or unsynced pages a power cut lost; never acknowledged) is cut off and reported.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from serl_launcher.data.replay_buffer import (
 from serl_launcher.data.transition_log import (
     LogCorruptError,
     LogScan,
+    LogSyncError,
     TransitionLog,
     read_log,
 )
@@ -69,6 +70,14 @@ SALVAGE_HINT = ("to continue with what the intact files hold (and a report of wh
 
 class StoreRecoveryError(RuntimeError):
     """The store on disk cannot be recovered as it is; the message names the file and what to do."""
+
+
+def _is_legacy(manifest: Path) -> bool:
+    """A buffer snapshot written before the data store (its manifest has no lsn)."""
+    try:
+        return "lsn" not in json.loads(manifest.read_text()).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _same_obs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
@@ -109,8 +118,8 @@ class DataStore:
         scan = LogScan()
         self.recovery = self._recover(observation_space, action_space, list(demo_paths),
                                       resuming, salvage, scan)
-        self.log = TransitionLog(self.directory / "log", next_lsn=max(scan.last_lsn, self._lsn) + 1,
-                                 sync=sync, torn=scan.torn, segment_bytes=log_segment_bytes)
+        self.log = TransitionLog(self.directory / "log", next_lsn=self._lsn + 1, sync=sync,
+                                 tail=scan.tail, segment_bytes=log_segment_bytes)
         self.recovery["seconds"] = time.perf_counter() - started
         if self.recovery["fresh"]:
             self.snapshot()  # the demo files' transitions are in the snapshot, not the log
@@ -125,24 +134,28 @@ class DataStore:
         state_path = root / STATE_FILE
         manifests = {name: root / name / MANIFEST for name in ("online", "demo")}
         log_dir = root / "log"
-        has_log = log_dir.is_dir() and any(log_dir.iterdir())
-        if not state_path.is_file() and not any(p.is_file() for p in manifests.values()):
-            if (resuming or has_log) and not salvage:
+        has_records = log_dir.is_dir() and any(p.stat().st_size for p in log_dir.glob("*.log"))
+        state: dict[str, Any] = {}
+        if state_path.is_file():
+            state = self._read_state(state_path, salvage, report)
+        elif any(_is_legacy(p) for p in manifests.values()):
+            pass  # a folder of an earlier version: its snapshots are the whole state
+        elif not has_records:
+            # Nothing was ever acknowledged into this store: a new one, or one whose creation
+            # (its first snapshot) a crash interrupted. Start it (again) from the demo files.
+            if resuming and not salvage:
                 raise StoreRecoveryError(
-                    f"{root}: this run has {'checkpoints' if resuming else 'a transition log'} but "
-                    f"no replay buffers ({state_path} is missing): resuming would train on empty "
-                    f"buffers. {SALVAGE_HINT}")
-            if resuming or has_log:
+                    f"{root}: this run has checkpoints but no replay buffers ({state_path} is "
+                    f"missing): resuming would train on empty buffers. {SALVAGE_HINT}")
+            if resuming:
                 report["lost"].append(f"{state_path} and the buffer snapshots are missing")
-            else:
-                report["fresh"] = True
-                for path in demo_paths:
-                    load_demos_into(self.demo, [path])
-                self._lsn = 0
-                return report
-        # No store.json but snapshots and no log: a folder of an earlier version, or a crash in
-        # the very first snapshot; the snapshots are then the whole state.
-        state = self._read_state(state_path, salvage, report) if state_path.is_file() or has_log else {}
+            report["fresh"] = True
+            for path in demo_paths:
+                load_demos_into(self.demo, [path])
+            self._lsn = 0
+            return report
+        else:
+            state = self._read_state(state_path, salvage, report)  # refuses, or salvages
         self._lsn = state_lsn = int(state.get("lsn", 0))
         for actor, session, nxt in state.get("sessions", []):
             self._sessions[(actor, session)] = int(nxt)
@@ -161,11 +174,12 @@ class DataStore:
         except LogCorruptError as error:
             raise StoreRecoveryError(f"{error}; the records after it would be lost. "
                                      f"{SALVAGE_HINT}") from None
-        self._lsn = max(self._lsn, scan.last_lsn)
+        self._lsn = max(state_lsn, *lsns.values(), scan.last_lsn)
         report["lost"] += scan.damage
         report["log_records"] = scan.records
-        if scan.torn is not None:
-            report["torn_bytes"] = scan.torn[2]
+        if scan.tail is not None:
+            report["torn_bytes"] = scan.tail.bytes
+            report["torn_records"] = scan.tail.records
         return report
 
     def _read_state(self, path: Path, salvage: bool, report: dict) -> dict[str, Any]:
@@ -245,7 +259,11 @@ class DataStore:
         with self._lock:
             if self.broken is not None:
                 raise RuntimeError(f"the data store stopped accepting data: {self.broken!r}")
-            self._lsn = self.log.append(body)  # an OSError here leaves no trace: safe to retry
+            try:
+                self._lsn = self.log.append(body)  # a failed write leaves no trace: retry-safe
+            except LogSyncError as error:  # a failed sync (of a full segment) does not
+                self.broken = error
+                raise
             fault_point("store.deliver")
             try:
                 self._apply({**record, "items": accepted}, to_online=True, to_demo=True,
@@ -271,10 +289,10 @@ class DataStore:
                 **item, "observations": previous["next_observations"]}
             previous = t
             if to_online:
-                self.online.insert(t)
+                self.online.insert(t, checked=expanded)  # deliver() checked it already
                 online += 1
             if to_demo and t["intervened"]:
-                self.demo.insert(t)
+                self.demo.insert(t, checked=expanded)
                 demo += 1
         if to_sessions:
             key = (record["actor"], record["session"])
@@ -287,9 +305,12 @@ class DataStore:
     def commit(self) -> None:
         """Makes everything delivered so far durable (by the sync policy)."""
         with self._lock:
-            fd = self.log.sync_handle()  # the sync itself runs without the lock: deliveries go on
-        if fd is None:
+            if self.broken is not None:
+                raise RuntimeError(f"the data store stopped accepting data: {self.broken!r}")
+            handle = self.log.sync_handle()  # the sync itself runs without the lock
+        if handle is None:
             return
+        fd, lsn = handle
         try:
             os.fdatasync(fd)
         except BaseException as error:  # unknown what reached the disk: take nothing more
@@ -297,6 +318,8 @@ class DataStore:
             raise
         finally:
             os.close(fd)
+        with self._lock:
+            self.log.synced(lsn)
 
     def counts(self) -> tuple[int, int, dict[str, int]]:
         """(received, intervened, {rejection reason: count}) by this process, read together."""
@@ -314,8 +337,14 @@ class DataStore:
         the log records they cover. Safe while deliver() runs on another thread."""
         started = time.perf_counter()
         with self._lock:
+            if self.broken is not None:  # its buffers may lack a logged record: keep the log
+                raise RuntimeError(f"no snapshot of a broken data store: {self.broken!r}")
             lsn = self._lsn
-            self.log.rotate()  # records after `lsn` go to a new segment
+            try:
+                self.log.rotate()  # records after `lsn` go to a new segment
+            except LogSyncError as error:
+                self.broken = error
+                raise
             marks = {"online": self.online.mark(), "demo": self.demo.mark()}
             sessions = [[a, s, n] for (a, s), n in self._sessions.items()]
         counts = {}
@@ -345,8 +374,9 @@ class DataStore:
                 f"{r['seconds']:.1f} s ({r['online_from_log']} online and {r['demo_from_log']} "
                 f"demo from {r['log_records']} log records after the snapshot)")
         if r["torn_bytes"]:
-            text += (f"; cut off a {r['torn_bytes']}-byte incomplete record at the end of the log "
-                     "(a write the crash interrupted, never acknowledged)")
+            text += (f"; cut off {r['torn_bytes']} bytes at the end of the log ({r['torn_records']} "
+                     "whole records): what a crash interrupted before it was made durable, so never "
+                     "acknowledged")
         for lost in r["lost"]:
             text += f"\n  LOST: {lost}"
         return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -140,6 +141,7 @@ class ActorClient:
         self.actor_id = actor_id
         self.session = secrets.token_hex(8)
         self._key = config.resolved_key()
+        self._spool_lock = _lock_spool(spool_dir, actor_id)
         self._outbox = Outbox(config.actor_queue_capacity, config.actor_queue_max_bytes,
                               _session_spool(spool_dir, self.session), config.spool_max_bytes)
         self._stats_queue: deque[dict] = deque(maxlen=_STATS_QUEUE)
@@ -195,7 +197,11 @@ class ActorClient:
                 f"one transition encodes to {len(item)} bytes; max_message_bytes is"
                 f" {self.config.max_message_bytes}"
             )
+        errors = self._outbox.spool_errors
         dropped = self._outbox.put(item)
+        if self._outbox.spool_errors != errors:
+            self._log(logging.ERROR, "spool", "actor %r: cannot write to the spool (%s); the "
+                      "oldest transitions were dropped", self.actor_id, self._outbox.last_spool_error)
         if dropped:
             self._log(logging.WARNING, "dropped", "actor %r: queue full, dropped %d oldest"
                       " transition(s), %d so far", self.actor_id, dropped, self._outbox.dropped)
@@ -221,6 +227,11 @@ class ActorClient:
     def spooled(self) -> int:
         """Unacknowledged transitions waiting on disk."""
         return self._outbox.spooled
+
+    @property
+    def spool_errors(self) -> int:
+        """Writes to the spool that failed (their transitions were dropped, and counted)."""
+        return self._outbox.spool_errors
 
     def latest_params(self) -> tuple[int, dict] | None:
         """(step, params) of the newest params received so far; None before any."""
@@ -262,6 +273,9 @@ class ActorClient:
             logger.info("actor %r closed with %d unacknowledged transition(s)", self.actor_id,
                         self._outbox.pending)
         self._outbox.close()
+        if self._spool_lock is not None:
+            os.close(self._spool_lock)  # releases the lock
+            self._spool_lock = None
 
     def __enter__(self) -> ActorClient:
         return self.start()
@@ -346,10 +360,13 @@ class ActorClient:
 
     def _on_ack(self, payload: Any) -> None:
         p = _io.fields(payload, session=str, epoch=str, acked=int, nack=bool, credit=int,
-                       rejected=list)
+                       rejected=list, refused=str)
         if p["session"] != self.session:
             return  # meant for an earlier client with this actor_id
         now = time.monotonic()
+        if p["refused"]:
+            self._on_refused(p["refused"])
+            return
         if p["epoch"] != self._server_epoch:
             if self._server_epoch is not None:
                 logger.info("actor %r: learner restarted; it holds up to seq %d, this actor had"
@@ -382,6 +399,20 @@ class ActorClient:
             self._nack_point = p["acked"] + 1
             self._rewind(self._nack_point)
             self._last_progress = now
+
+    def _on_refused(self, reason: str) -> None:
+        if reason == "retired_session":
+            # The learner forgot this session to make room (it was quiet for long): go on as a
+            # new one, from the oldest transition not acknowledged.
+            old, self.session = self.session, secrets.token_hex(8)
+            self._ids[1] = msgpack.packb(self.session)
+            logger.warning("actor %r: the learner retired session %s; continuing as session %s",
+                           self.actor_id, old, self.session)
+            self._rewind()
+            return
+        self._log(logging.ERROR, "refused", "actor %r: the learner refuses this actor's data "
+                  "(%s): it keeps state for at most max_actors actor ids and 16 live sessions "
+                  "per id; give each actor process its own --actor_id", self.actor_id, reason)
 
     def _on_params(self, payload: Any) -> None:
         p = _io.fields(payload, epoch=str, step=int, params=dict)
@@ -447,9 +478,27 @@ class ActorClient:
         self._inflight_ends.clear()
 
 
+def _lock_spool(spool_dir: str | os.PathLike | None, actor_id: str) -> int | None:
+    """Takes `spool_dir`'s lock (held until the client closes): two live processes with one
+    actor id would share a spool (and a random stream); the second one is refused."""
+    if spool_dir is None:
+        return None
+    root = Path(spool_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"another actor process with actor_id {actor_id!r} is running here (it "
+                         f"holds {root / '.lock'}); give each actor its own --actor_id") from None
+    return fd
+
+
 def _session_spool(spool_dir: str | os.PathLike | None, session: str) -> Path | None:
-    """This session's spool folder under `spool_dir`; spools left by earlier sessions (a
-    killed actor) are deleted: their sequence numbers belong to sessions that are gone."""
+    """This session's spool folder under `spool_dir` (whose lock the caller holds); spools left
+    by earlier sessions (a killed actor) are deleted: their sequence numbers belong to sessions
+    that are gone."""
     if spool_dir is None:
         return None
     root = Path(spool_dir)

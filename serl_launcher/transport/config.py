@@ -91,7 +91,7 @@ class TransportConfig:
             return None
         risk = (f"listening on {self.bind_host!r} without a key: anyone who can reach ports "
                 f"{self.data_port}/{self.param_port} can insert transitions into the replay "
-                f"buffers and read the policy")
+                f"buffers")
         if not self.allow_unauthenticated:
             raise ValueError(
                 f"refusing to start: {risk}. Give learner and actors the same secret in the "

@@ -20,6 +20,7 @@ import secrets
 import threading
 from typing import Any
 
+from serl_launcher.transport._io import valid_actor_id
 from serl_launcher.transport.client import Credit, ParamsSlot
 from serl_launcher.transport.codec import MessageTooLarge, decode, pack_value, unpack_value
 from serl_launcher.transport.config import TransportConfig
@@ -157,6 +158,8 @@ class LocalServer:
             batch = [unpack_value(item) for item in items[plan.offset : plan.offset + plan.count]]
             try:
                 reasons = self._sink.deliver(actor_id, session, first + plan.offset, batch)
+                if len(reasons) != len(batch):
+                    raise RuntimeError(f"sink answered {len(reasons)} of {len(batch)} transitions")
                 self._sink.commit()
             except Exception:
                 self._stats["callback_errors"] += 1
@@ -177,10 +180,7 @@ class LocalServer:
 
     def _receive_stats(self, actor_id: str, session: str, stats: dict) -> None:
         check_stats(stats)
-        refused = self._table.count_stats(actor_id, session)
-        if refused:
-            self._stats["rejected"][refused] += 1
-            return
+        self._table.count_stats(actor_id)
         self._stats["accepted"] += 1
         if self._on_stats is not None:
             try:
@@ -193,8 +193,9 @@ class LocalClient:
     """In-process ActorClient (see ActorClient for the semantics); made by LocalHub."""
 
     def __init__(self, hub: LocalHub, actor_id: str):
-        if not isinstance(actor_id, str) or not actor_id:
-            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+        if not valid_actor_id(actor_id):
+            raise ValueError(f"actor_id must be 1-64 characters of letters, digits and ._-@: "
+                             f"(got {actor_id!r})")
         self.hub = hub
         self.config = hub.config
         self.actor_id = actor_id
@@ -241,6 +242,10 @@ class LocalClient:
 
     @property
     def spooled(self) -> int:
+        return 0
+
+    @property
+    def spool_errors(self) -> int:
         return 0
 
     @property

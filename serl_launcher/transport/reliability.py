@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class _NoRoom(Exception):
+    """An item the spool cannot take."""
+
+
 class _Segment:
     def __init__(self, path: Path, start: int):
         self.path, self.start = path, start
@@ -97,9 +101,14 @@ class Spool:
         """Forgets the items before `seq`; returns how many were held."""
         seq = min(max(seq, self.start), self.end)
         released = seq - self.start
-        for s in range(self.start, seq):
-            segment, i = self._locate(s)
-            self.bytes -= segment.length(i)
+        for segment in self._segments:  # bytes of the released items, a segment at a time
+            lo = max(self.start, segment.start) - segment.start
+            hi = min(seq, segment.start + len(segment.offsets)) - segment.start
+            if hi > lo:
+                end = segment.offsets[hi] if hi < len(segment.offsets) else segment.size
+                self.bytes -= end - segment.offsets[lo]
+            if segment.start + len(segment.offsets) >= seq:
+                break
         self.start = seq
         while self._segments and (
             self._segments[0].start + len(self._segments[0].offsets) <= seq
@@ -137,6 +146,8 @@ class Outbox:
         self.next_seq = 0  # sequence number of the next transition put
         self.next_send = 0  # first sequence number not sent in the current round
         self.dropped = 0
+        self.spool_errors = 0  # writes to the spool that failed (their items were dropped)
+        self.last_spool_error: OSError | None = None
 
     def put(self, item: bytes) -> int:
         """Queues one encoded transition; returns how many old ones were dropped to make room."""
@@ -151,11 +162,18 @@ class Outbox:
                 old = self._items.pop(self.mem_base)
                 self._bytes -= len(old)
                 spool = self._spool
-                if spool is not None and len(old) <= spool.max_bytes:
+                try:
+                    if spool is None or len(old) > spool.max_bytes:
+                        raise _NoRoom
                     while spool.bytes + len(old) > spool.max_bytes:
                         dropped += spool.release_below(spool.start + 1)
                     spool.append(self.mem_base, old)
-                else:  # no room on disk for it: it goes, and everything older with it
+                except (_NoRoom, OSError) as error:
+                    # No room (or the disk failed): it goes, and everything older with it, so
+                    # the range held stays contiguous.
+                    if isinstance(error, OSError):
+                        self.spool_errors += 1
+                        self.last_spool_error = error
                     if spool is not None:
                         dropped += spool.release_below(spool.end)
                     dropped += 1
@@ -294,7 +312,7 @@ class SessionTable:
     """
 
     def __init__(self, max_sessions_per_actor: int = 16, shared_id_window_s: float = 10.0,
-                 max_actors: int = 64, max_retired: int = 4096):
+                 max_actors: int = 64, max_retired: int = 4096, idle_actor_s: float = 60.0):
         self._lock = threading.Lock()
         self._actors: dict[str, _Actor] = {}
         self._max_sessions = max_sessions_per_actor
@@ -302,10 +320,12 @@ class SessionTable:
         self._retired: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max_retired = max_retired
         self._shared_window = shared_id_window_s
+        self._idle_actor_s = idle_actor_s
 
     def seed(self, delivered: dict[str, dict[str, int]]) -> None:
         """Known sessions and their next expected sequence numbers (e.g. what a data store
-        recovered after a restart): data they re-send is recognised as duplicates."""
+        recovered after a restart): data they re-send is recognised as duplicates. Seeded
+        actors count as idle until they are heard from, so they make room for new ones."""
         with self._lock:
             for actor_id, sessions in delivered.items():
                 for session, nxt in sessions.items():
@@ -313,27 +333,40 @@ class SessionTable:
                     if state is not None:
                         state.next_expected = max(state.next_expected or 0, int(nxt))
 
+    def _retire(self, actor_id: str, session: str) -> None:
+        self._retired[(actor_id, session)] = None
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+
     def _session(self, actor_id: str, session: str, now: float
                  ) -> tuple[_Actor | None, _Session | None, bool | str]:
-        """(actor, session state, new) or (None, None, reason it is refused)."""
+        """(actor, session state, new), creating them, or (None, None, reason it is refused).
+        Only data messages get here: nothing an unsequenced message (hello, stats) says can
+        create, refresh or evict state."""
         actor = self._actors.get(actor_id)
         if actor is None:
             if len(self._actors) >= self._max_actors:
-                return None, None, "too_many_actors"
+                idle_id = min(self._actors, key=lambda a: self._actors[a].last_seen)
+                idle = self._actors[idle_id]
+                if now - idle.last_seen < self._idle_actor_s:
+                    return None, None, "too_many_actors"
+                for old in idle.sessions:  # an actor gone quiet makes room
+                    self._retire(idle_id, old)
+                del self._actors[idle_id]
             actor = self._actors[actor_id] = _Actor()
         state = actor.sessions.get(session)
         new = state is None
         if new:
             if (actor_id, session) in self._retired:
                 return None, None, "retired_session"
+            if len(actor.sessions) >= self._max_sessions:
+                oldest = min(actor.sessions.values(), key=lambda s: s.last_seen)
+                if now - oldest.last_seen < self._shared_window:
+                    return None, None, "too_many_sessions"  # all of them are live
+                del actor.sessions[oldest.session]
+                self._retire(actor_id, oldest.session)
             state = actor.sessions[session] = _Session(session, last_seen=now)
             actor.sessions_seen += 1
-            if len(actor.sessions) > self._max_sessions:
-                oldest = min(actor.sessions.values(), key=lambda s: s.last_seen)
-                del actor.sessions[oldest.session]
-                self._retired[(actor_id, oldest.session)] = None
-                while len(self._retired) > self._max_retired:
-                    self._retired.popitem(last=False)
         actor.current = session
         actor.last_seen = state.last_seen = now
         return actor, state, new
@@ -358,20 +391,12 @@ class SessionTable:
                 return True
             return False
 
-    def seen(self, actor_id: str, session: str) -> str | None:
-        """Records a sign of life (hello) without touching delivery state; returns why the
-        session is refused, if it is."""
+    def count_stats(self, actor_id: str) -> None:
+        """Counts a stats message of a known actor (stats never create state)."""
         with self._lock:
-            refused = self._session(actor_id, session, time.time())[2]
-            return refused if isinstance(refused, str) else None
-
-    def count_stats(self, actor_id: str, session: str) -> str | None:
-        with self._lock:
-            actor, _, refused = self._session(actor_id, session, time.time())
-            if actor is None:
-                return refused
-            actor.stats_messages += 1
-            return None
+            actor = self._actors.get(actor_id)
+            if actor is not None:
+                actor.stats_messages += 1
 
     def plan(
         self, actor_id: str, session: str, first: int, base: int, n: int, dropped: int = 0

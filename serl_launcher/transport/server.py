@@ -33,7 +33,8 @@ OnStats = Callable[[str, dict], None]
 Allowance = Callable[[], "int | None"]
 
 REJECT_REASONS = ("too_large", "bad_auth", "bad_version", "malformed", "stale_epoch",
-                  "too_many_actors", "retired_session", "rate_limited")
+                  "too_many_actors", "too_many_sessions", "retired_session", "rate_limited")
+_MAX_GRANT_IDENTS = 4  # peers a credit grant for one session goes to (a replay cannot divert it)
 _MAX_MESSAGES_PER_WAKE = 256  # then look at the waker again, so a flood cannot starve publishes
 _CLOSE_LINGER_MS = 300  # lets the last acks out on close, so a restart re-sends nothing delivered
 _MAX_STATS_KEYS = 64
@@ -46,7 +47,8 @@ class TransitionSink(Protocol):
     ``delivered()`` -> {actor_id: {session: next sequence number}}: what the sink already holds,
     read once at start so re-sent transitions are recognised. ``deliver(actor_id, session,
     start, transitions)`` -> one entry per transition, None if accepted, else the reason it was
-    rejected; raising means nothing of it was kept (it is not acknowledged and will be re-sent).
+    rejected; if it raises, the message is not acknowledged and will be re-sent (so a sink
+    must keep nothing of it, or refuse everything from then on, as a broken DataStore does).
     ``commit()`` makes everything delivered durable; acknowledgements go out only after it
     returns, and if it raises the server stops (it cannot tell what is durable).
     """
@@ -106,7 +108,7 @@ def check_stats(stats: Any) -> dict[str, float | int | bool]:
     for name, value in stats.items():
         if not _io.valid_actor_id(name.replace("/", "_") if isinstance(name, str) else name):
             raise MalformedMessage(f"bad stats name {str(name)[:80]!r}")
-        if not isinstance(value, int | float | np.number | np.bool_) or not math.isfinite(value):
+        if not isinstance(value, int | float | np.integer | np.floating | np.bool_) or not math.isfinite(value):
             raise MalformedMessage(f"stats value {name!r} is not a finite number")
     return stats
 
@@ -231,7 +233,8 @@ class LearnerServer:
         self._params: tuple[int, bytes] | None = None  # current (step, frame), I/O thread only
         self._replies: list[tuple[bytes, bytes]] = []  # sent after the batch's commit
         self._uncommitted = False
-        self._starved: dict[tuple[str, str], bytes] = {}  # told credit 0: (actor, session) -> ident
+        # Told credit 0: (actor, session) -> the peers that asked (a grant goes to each).
+        self._starved: dict[tuple[str, str], list[bytes]] = {}
         self._stats_bucket = _io.TokenBucket(config.stats_per_s, config.stats_burst)
         self._params_bucket = _io.TokenBucket(_PARAMS_REPLIES_PER_S, 5)
         self._waker = _io.Waker()
@@ -460,21 +463,26 @@ class LearnerServer:
         self._log(logging.WARNING, reason, "rejected a message (%s): %s", reason, detail)
 
     def _ack(self, ident: bytes, session: str, acked: int, nack: bool,
-             rejected: list | None = None, actor_id: str | None = None) -> None:
+             rejected: list | None = None, actor_id: str | None = None,
+             refused: str = "") -> None:
         credit = credit_share(self._allowance, self._table.active_actors())
-        if credit == 0 and actor_id is not None:
-            self._starved[(actor_id, session)] = ident
+        if credit == 0 and actor_id is not None and not refused:
+            idents = self._starved.setdefault((actor_id, session), [])
+            if ident not in idents:
+                idents.append(ident)
+                del idents[:-_MAX_GRANT_IDENTS]
         payload = {"session": session, "epoch": self.epoch, "acked": acked, "nack": nack,
-                   "credit": credit, "rejected": rejected or []}
+                   "credit": credit, "rejected": rejected or [], "refused": refused}
         self._replies.append((ident, encode(payload, msg_type="ack", key=self._key)))
 
     def _grant_starved(self) -> None:
         if not self._starved or credit_share(self._allowance, 1) == 0:
             return
         starved, self._starved = self._starved, {}
-        for (actor_id, session), ident in starved.items():
-            self._ack(ident, session, self._table.acked(actor_id, session), False,
-                      actor_id=actor_id)
+        for (actor_id, session), idents in starved.items():
+            for ident in idents:
+                self._ack(ident, session, self._table.acked(actor_id, session), False,
+                          actor_id=actor_id)
             self._count("credit_grants")
 
     def _on_data(self, ident: bytes, payload: Any) -> str | None:
@@ -487,10 +495,14 @@ class LearnerServer:
         ):
             raise MalformedMessage("bad data message")
         if p["epoch"] != self.epoch:  # sent to an earlier learner (or recorded and replayed)
-            self._ack(ident, session, self._table.acked(actor_id, session), False)
+            # The ack tells the actor this learner's epoch and what it holds, so it re-sends
+            # the rest at once (with credit, or a grant as soon as there is some).
+            self._ack(ident, session, self._table.acked(actor_id, session), False,
+                      actor_id=actor_id)
             return "stale_epoch"
         plan = self._table.plan(actor_id, session, p["first"], p["base"], len(items), p["dropped"])
-        if plan.refused:
+        if plan.refused:  # said to the actor, so it can act (a new session) or say why it waits
+            self._ack(ident, session, -1, False, refused=plan.refused)
             return plan.refused
         if plan.new_session:
             logger.info("actor %r: session %s starts at seq %d", actor_id, session, p["base"])
@@ -502,10 +514,10 @@ class LearnerServer:
             batch = items[plan.offset : plan.offset + plan.count]
             try:
                 reasons = self._sink.deliver(actor_id, session, start, batch)
-            except Exception:
+            except Exception as error:
                 self._count("callback_errors")
-                logger.exception("delivering transitions of actor %r failed; it will re-send",
-                                 actor_id)
+                self._log(logging.ERROR, "deliver", "delivering transitions of actor %r failed "
+                          "(%r); it will re-send", actor_id, error)
             else:
                 if len(reasons) != len(batch):
                     raise RuntimeError(f"sink answered {len(reasons)} of {len(batch)} transitions")
@@ -533,9 +545,7 @@ class LearnerServer:
         if not self._stats_bucket.take(p["actor"]):
             return "rate_limited"
         stats = check_stats(p["stats"])
-        refused = self._table.count_stats(p["actor"], p["session"])
-        if refused:
-            return refused
+        self._table.count_stats(p["actor"])
         if self._on_stats is not None:
             try:
                 self._on_stats(p["actor"], stats)
@@ -547,10 +557,9 @@ class LearnerServer:
         p = _io.fields(payload, actor=str, session=str, step=int)
         _io.check_ids(p["actor"], p["session"])
         epoch = payload.get("epoch")
-        refused = self._table.seen(p["actor"], p["session"])
-        if refused:
-            return refused
-        # Always answered: the ack tells the actor the learner is there (and what it has).
+        # Always answered, and nothing else: a hello carries no sequence number, so a recorded
+        # one must not be able to change what the learner keeps. The ack tells the actor the
+        # learner is there, its epoch and what it has.
         self._ack(ident, p["session"], self._table.acked(p["actor"], p["session"]), False,
                   actor_id=p["actor"])
         if self._params is not None:
