@@ -14,6 +14,7 @@ import tracemalloc
 import msgpack
 import numpy as np
 import pytest
+from test_transport import assert_same, transition
 
 from serl_launcher.transport.codec import (
     DEFAULT_MAX_DEPTH,
@@ -34,30 +35,6 @@ from serl_launcher.transport.codec import (
 GENEROUS = 1 << 40  # a limit that no test value reaches
 
 
-def transition(i: int, size: int = 128) -> dict:
-    """A realistic transition: two uint8 cameras + a float32 state, per observation."""
-    rng = np.random.default_rng(i)
-
-    def obs():
-        return {
-            "state": rng.standard_normal(19).astype(np.float32),
-            "front": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-            "wrist": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        }
-
-    return {
-        "observations": obs(),
-        "next_observations": obs(),
-        "actions": rng.uniform(-1, 1, 7).astype(np.float32),
-        "rewards": np.float32(i % 2),
-        "masks": 1.0,
-        "dones": i % 10 == 9,
-        "intervened": np.bool_(i % 3 == 0),
-        "grasp_penalty": -0.02,
-        "seq": i,
-    }
-
-
 def params_tree() -> dict:
     """A small flax-like params tree: nested dicts of float32 arrays."""
     rng = np.random.default_rng(0)
@@ -69,26 +46,6 @@ def params_tree() -> dict:
                                     "bias": np.zeros(64, np.float32)}
         tree[name] = {"params": {"encoder": {"ResNet": layers}, "head": {"Dense_0": layers}}}
     return tree
-
-
-def assert_same(a, b, path: str = "") -> None:
-    """Equal values, types, dtypes and shapes, recursively; arrays bit for bit."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list | tuple):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, np.ndarray | np.generic):
-        assert type(b) is type(a), (path, type(a), type(b))
-        assert a.dtype == b.dtype and np.shape(a) == np.shape(b), path
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
-    elif isinstance(a, float) and a != a:
-        assert isinstance(b, float) and b != b, path
-    else:
-        assert type(b) is type(a) and a == b, (path, a, b)
 
 
 def count_elements(value) -> int:

@@ -73,10 +73,16 @@ def assert_same(a, b, path: str = "") -> None:
         assert isinstance(b, dict) and a.keys() == b.keys(), path
         for k in a:
             assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{i}]")
     elif isinstance(a, np.ndarray | np.generic):
         assert type(b) is type(a), (path, type(a), type(b))
         assert a.dtype == b.dtype and np.shape(a) == np.shape(b), path
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
+    elif isinstance(a, float) and a != a:
+        assert isinstance(b, float) and b != b, path
     else:
         assert type(b) is type(a) and a == b, (path, a, b)
 
