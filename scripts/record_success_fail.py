@@ -112,6 +112,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to drive the robot with")
     labeler = KeyLabel() if _LABELS.value == "keyboard" else None
     rng = np.random.default_rng(_SEED.value)
+    env.action_space.seed(_SEED.value)  # the random-action episodes are reproducible too
 
     frames: dict[str, list] = {"state": [], "success": [], "stage": [], "episode": [], **{c: [] for c in cameras}}
 

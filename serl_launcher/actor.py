@@ -84,6 +84,7 @@ class Actor:
         self.client.start()
         rng = jax.random.PRNGKey(self.seed)
         obs, _ = self.env.reset(seed=self.seed)
+        self.env.action_space.seed(self.seed)  # random_steps are this actor's own stream too
         episode = {"return": 0.0, "length": 0, "start": time.perf_counter()}
         timer = {"policy_s": 0.0, "env_s": 0.0, "send_s": 0.0, "backpressure_s": 0.0}
         successes: list[bool] = []
