@@ -2,11 +2,14 @@
 
     python benchmarks/end_to_end.py [--exp_name pick_cube_sim] [--seeds 0,1,2] [--minutes 10]
 
-Per seed, exactly as a user runs it: record expert demos, start run_learner.sh and run_actor.sh
-(the scripted expert intervening when the policy stalls), and every --eval_every_s seconds
-evaluate the newest exported policy (deterministic, no interventions, --eval_episodes episodes)
-in this process. Reports success rate against wall-clock (from before the demos) and env steps,
-and the time to reach 90 %. Writes benchmarks/results/end_to_end_<exp>.json.
+Per seed, exactly as a user runs it: record expert demos, start run_learner.sh, run_actor.sh (the
+scripted expert intervening when the policy stalls) and the evaluator (run_actor.sh --evaluator:
+every --eval_every_s seconds the newest published policy, deterministic, no interventions,
+--eval_episodes episodes), all as separate processes; with --stop_at_target the run stops at the
+first evaluation >= --target (eval.until_success). Reports success rate against wall-clock (from
+before the demos) and env steps, the time to reach the target, and when the demos were done,
+the first update and the first episode happened. Writes
+benchmarks/results/end_to_end_<exp>.json.
 """
 
 from __future__ import annotations
@@ -25,29 +28,42 @@ _MINUTES = flags.DEFINE_float("minutes", 10.0, "Training budget per seed.")
 _EVAL_EVERY = flags.DEFINE_float("eval_every_s", 60.0, "Seconds between evaluations.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes per evaluation.")
 _TARGET = flags.DEFINE_float("target", 0.9, "Success rate whose first time is reported.")
+_STOP = flags.DEFINE_bool("stop_at_target", True, "Stop each run at its first evaluation >= --target "
+                          "(eval.until_success); --nostop_at_target trains the whole budget (stability).")
 _SET = flags.DEFINE_multi_string("set", [], "Extra config overrides for both roles (key=value).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Results file.")
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def env_steps(folder: Path) -> int:
+def eval_history(folder: Path, start_unix: float) -> list[dict]:
+    """The evaluator's eval/ records of the run, wall-clock counted from `start_unix` to when the
+    evaluated policy was received."""
+    from serl_launcher.utils.report import read_records
+
     path = folder / "metrics.jsonl"
-    steps = 0
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            steps = max(steps, json.loads(line).get("replay/received", 0))
-    return steps
+    out = []
+    for r in read_records(path) if path.is_file() else []:
+        if "eval/success_rate" in r:
+            out.append({**{k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")},
+                        "wall_s": r["time"] - r.get("eval/seconds", 0.0) - start_unix})
+    return out
+
+
+def first_time(path: Path, prefix: str) -> float | None:
+    """Unix time of the first record of metrics.jsonl at `path` with a key starting with `prefix`."""
+    from serl_launcher.utils.report import read_records
+
+    for r in read_records(path) if path.is_file() else []:
+        if any(k.startswith(prefix) for k in r):
+            return r["time"]
+    return None
 
 
 def run_seed(seed: int) -> dict:
     sys.path.insert(0, str(REPO))
-    import jax  # noqa: F401  (before any policy is loaded)
-
     from experiments.launch import prepare_classifier, role_args, script_env, start_role, stop
     from experiments.mappings import load_experiment, run_dir
-    from serl_launcher.actor import evaluate_policy
-    from serl_launcher.utils.checkpoints import load_policy
 
     exp = load_experiment(_EXP.value)
     config = exp.get_config()
@@ -55,48 +71,47 @@ def run_seed(seed: int) -> dict:
     folder = run_dir(_EXP.value, name)
     folder.mkdir(parents=True)
     env = script_env()
-    start = time.monotonic()
+    start, start_unix = time.monotonic(), time.time()
+    marks = {}
     settings = []
     if "classifier" in config:  # the reward comes from a classifier: frames, then training, first
         checkpoint = prepare_classifier(_EXP.value, folder, env, seed=seed)
         settings.append(f"classifier.checkpoint={str(checkpoint)!r}")
-        config.classifier.checkpoint = str(checkpoint)
-        print(f"seed {seed}: classifier ready after {time.monotonic() - start:.0f} s "
+        marks["classifier_s"] = time.monotonic() - start
+        print(f"seed {seed}: classifier ready after {marks['classifier_s']:.0f} s "
               f"({json.loads((checkpoint / 'classifier.json').read_text())['report']['heldout']})", flush=True)
     demos = folder / "demos.pkl"
     subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
                     "--seed", str(1000 + 100 * seed), *[a for x in settings for a in ("--set", x)]],
                    check=True, env=env, capture_output=True)
+    marks["demos_s"] = time.monotonic() - start
+    target = f"eval.until_success={_TARGET.value}" if _STOP.value else "eval.until_success=-1.0"
     args = role_args(name, [*settings, f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
-                            f"demos.paths=({str(demos)!r},)", "learner.checkpoint_period=500", *_SET.value])
-    learner = start_role(_EXP.value, "learner", args, folder / "learner.log", env)
-    actor = start_role(_EXP.value, "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env)
-    eval_env = exp.make_env(config)
-    history, evaluated = [], None
+                            f"demos.paths=({str(demos)!r},)", f"eval.every_s={_EVAL_EVERY.value}",
+                            f"eval.episodes={_EVAL_EPISODES.value}", target, *_SET.value])
+    roles = [start_role(_EXP.value, "learner", args, folder / "learner.log", env),
+             start_role(_EXP.value, "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env),
+             start_role(_EXP.value, "actor", ["--evaluator", *args], folder / "evaluator.log", env)]
+    seen = 0
     try:
-        while True:
-            done = learner.poll() is not None
-            time.sleep(0 if done else _EVAL_EVERY.value)
-            try:  # the learner may be swapping in a new export right now: try again next round
-                policy, meta = load_policy(folder / "policy")
-            except (FileNotFoundError, ValueError):
-                policy = meta = None
-            if meta is not None:
-                if meta["step"] != evaluated:
-                    evaluated = meta["step"]
-                    stats = evaluate_policy(eval_env, policy, _EVAL_EPISODES.value, seed=50_000)
-                    record = {"wall_s": time.monotonic() - start, "learner_step": meta["step"],
-                              "env_steps": env_steps(folder), **stats}
-                    history.append(record)
-                    print(f"seed {seed}: {record['wall_s']:6.0f} s  step {meta['step']:6d}  env steps "
-                          f"{record['env_steps']:6d}  success {stats['success_rate']:.0%}", flush=True)
-            if done:
-                break
+        while roles[0].poll() is None:
+            time.sleep(2)
+            history = eval_history(folder, start_unix)
+            for record in history[seen:]:
+                print(f"seed {seed}: {record['wall_s']:6.0f} s  step {record['learner_step']:6d}  env steps "
+                      f"{record['env_steps']:6d}  success {record['success_rate']:.0%}", flush=True)
+            seen = len(history)
     finally:
-        stop([learner, actor])
+        stop(roles)
+    marks["end_s"] = time.monotonic() - start
+    for key, path, prefix in (("first_update_s", folder / "metrics.jsonl", "train/"),
+                              ("first_episode_s", folder / "actor-sim-0" / "metrics.jsonl", "actor/")):
+        t = first_time(path, prefix)
+        marks[key] = None if t is None else t - start_unix
+    history = eval_history(folder, start_unix)
     reached = next((h for h in history if h["success_rate"] >= _TARGET.value), None)
-    return {"seed": seed, "run": str(folder), "history": history,
+    return {"seed": seed, "run": str(folder), "history": history, "marks": marks,
             "time_to_target_s": reached["wall_s"] if reached else None,
             "env_steps_to_target": reached["env_steps"] if reached else None,
             "final_success_rate": history[-1]["success_rate"] if history else 0.0}
@@ -107,10 +122,14 @@ def main(argv: list[str]) -> None:
     results = [run_seed(int(s)) for s in _SEEDS.value]
     print(f"\n{_EXP.value}: time to {_TARGET.value:.0%} success over {_EVAL_EPISODES.value} episodes "
           f"(budget {_MINUTES.value:g} min per seed)")
-    print(f"{'seed':>4} {'time to target':>15} {'env steps':>10} {'final success':>14}")
+    print(f"{'seed':>4} {'time to target':>15} {'env steps':>10} {'final success':>14} {'demos done':>11} "
+          f"{'1st update':>11} {'1st episode':>12}")
+    fmt = lambda v: "-" if v is None else f"{v:.0f} s"  # noqa: E731
     for r in results:
         t = f"{r['time_to_target_s']:.0f} s" if r["time_to_target_s"] is not None else "not reached"
-        print(f"{r['seed']:>4} {t:>15} {str(r['env_steps_to_target'] or '-'):>10} {r['final_success_rate']:>14.0%}")
+        m = r["marks"]
+        print(f"{r['seed']:>4} {t:>15} {str(r['env_steps_to_target'] or '-'):>10} {r['final_success_rate']:>14.0%} "
+              f"{fmt(m.get('demos_s')):>11} {fmt(m.get('first_update_s')):>11} {fmt(m.get('first_episode_s')):>12}")
     out = Path(_JSON_OUT.value or REPO / "benchmarks" / "results" / f"end_to_end_{_EXP.value}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"exp_name": _EXP.value, "minutes": _MINUTES.value, "target": _TARGET.value,

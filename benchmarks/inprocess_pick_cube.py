@@ -1,19 +1,21 @@
-"""End to end in one process: state-based pick-cube from 20 expert demos, success vs wall-clock.
+"""End to end in one process: an experiment's own config (pick_cube_sim by default: state-based
+pick-cube from 20 expert demos, the scripted person intervening), success vs wall-clock.
 
-    python benchmarks/inprocess_pick_cube.py [--seeds 0,1,2] [--max_seconds 600]
-        [--eval_every 1000] [--eval_episodes 50] [--pin_core 0] [--json_out PATH]
+    python benchmarks/inprocess_pick_cube.py [--exp_name pick_cube_sim] [--seeds 0,1,2]
+        [--max_seconds 600] [--eval_every_s 10] [--eval_episodes 50] [--pin_core 0]
+        [--set key=value ...] [--json_out PATH]
 
-For each seed (one after the other) runs `serl_launcher.inprocess.run_inprocess` with the default
-`inprocess_config()` (env, actor and learner in lockstep in one process; scripted-expert demo
-collection included) under a wall-clock budget of --max_seconds, with a deterministic evaluation
-over --eval_episodes episodes every --eval_every env steps (and once at the end).
+For each seed (one after the other) runs `serl_launcher.inprocess.run_inprocess` on the
+experiment's `get_config()` (the recipe the learner and actor scripts run; env, actor and learner
+in lockstep in one process; demo recording included) under a wall-clock budget of
+--max_seconds, with a deterministic evaluation over --eval_episodes episodes every
+--eval_every_s seconds of training (and once at the end).
 
-Evaluation is measurement, not training, and a failing policy's 50 episodes of 100 steps take
-several seconds, so time is reported two ways: `wall_s` (everything since the run started:
-set-up, demo collection, compilation, training and all evaluations so far) and `train_s`
-(`wall_s` less the evaluation time so far, estimated as the mean evaluation episode time times
-the episode count, which leaves out only the resets). The table's checkpoints, and the times to
-first reach 50 % / 90 % success, use `train_s`; the budget (--max_seconds) bounds `wall_s`.
+Evaluation is measurement, not training, so time is reported two ways: `wall_s` (everything
+since the run started: set-up, demo recording, compilation, training and all evaluations so far)
+and `train_s` (`wall_s` less the evaluations so far, as the loop measures it). The table's
+checkpoints, and the times to first reach 50 % / 90 % success, use `train_s`; the budget
+(--max_seconds) bounds `wall_s`.
 
 The table shows, per seed and as the median across seeds, the success rate of the latest
 evaluation at or before each checkpoint ('-': no evaluation yet, or the run had ended), then the
@@ -41,7 +43,9 @@ from absl import app, flags
 _SEEDS = flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds, run one after the other.")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Wall-clock budget per seed (all included).")
 _MAX_ENV_STEPS = flags.DEFINE_integer("max_env_steps", 1_000_000, "Env-step budget per seed.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 1000, "Env steps between evaluations.")
+_EXP = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override key=value.")
+_EVAL_EVERY = flags.DEFINE_float("eval_every_s", 10.0, "Training seconds between evaluations.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Deterministic episodes per evaluation.")
 _CHECKPOINTS = flags.DEFINE_string(
     "checkpoints", "", "Train-seconds columns of the table (comma-separated); default: a grid "
@@ -53,16 +57,6 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Where to write the results JS
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "inprocess_pick_cube.json"
 LEVELS = (0.5, 0.9)
-
-
-def _with_train_time(history: list[dict], eval_episodes: int) -> list[dict]:
-    """Adds `train_s` (wall less the evaluation time so far) and `eval_s` to each record."""
-    out, eval_total = [], 0.0
-    for record in history:
-        eval_s = record["episode_time_s"] * eval_episodes
-        eval_total += eval_s
-        out.append({**record, "eval_s": eval_s, "train_s": record["wall_s"] - eval_total})
-    return out
 
 
 def _first_reach(history: list[dict], level: float) -> dict | None:
@@ -140,23 +134,25 @@ def main(argv: list[str]) -> None:
         flags_ = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags_} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
-    from serl_launcher.inprocess import inprocess_config, run_inprocess
+    from experiments.mappings import apply_overrides, load_experiment
+    from serl_launcher.inprocess import run_inprocess
 
     seeds = [int(s) for s in _SEEDS.value.split(",") if s.strip()]
     checkpoints = _checkpoints(_MAX_SECONDS.value)
     runs = []
     config = None
+    exp = load_experiment(_EXP.value)
     for seed in seeds:
-        config = inprocess_config()
+        config = exp.get_config()
+        apply_overrides(config, _SET.value)
         config.seed = seed
-        config.max_seconds = _MAX_SECONDS.value
-        config.max_env_steps = _MAX_ENV_STEPS.value
-        config.eval_every = _EVAL_EVERY.value
-        config.eval_episodes = _EVAL_EPISODES.value
-        config.progress = _PROGRESS.value
+        config.learner.max_seconds = _MAX_SECONDS.value
+        config.actor.max_env_steps = _MAX_ENV_STEPS.value
+        config.eval.every_s = _EVAL_EVERY.value
+        config.eval.episodes = _EVAL_EPISODES.value
         start_cpu = time.process_time()
-        summary = run_inprocess(config)
-        history = _with_train_time(summary["history"], _EVAL_EPISODES.value)
+        summary = run_inprocess(exp, config, progress=_PROGRESS.value)
+        history = summary["history"]
         run = {
             "seed": seed,
             "env_steps": summary["env_steps"],
@@ -187,7 +183,7 @@ def main(argv: list[str]) -> None:
         "config": config.to_dict() if config is not None else None,
         "flags": {
             "seeds": seeds, "max_seconds": _MAX_SECONDS.value, "max_env_steps": _MAX_ENV_STEPS.value,
-            "eval_every": _EVAL_EVERY.value, "eval_episodes": _EVAL_EPISODES.value,
+            "exp_name": _EXP.value, "set": _SET.value, "eval_every_s": _EVAL_EVERY.value, "eval_episodes": _EVAL_EPISODES.value,
             "pin_core": _PIN_CORE.value, "single_thread": _SINGLE_THREAD.value,
         },
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},

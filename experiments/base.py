@@ -72,6 +72,18 @@ def base_config() -> config_dict.ConfigDict:
     defaults = TransportConfig()
     c.transport = config_dict.ConfigDict(
         {name: getattr(defaults, name) for name in TRANSPORT_SETTINGS} | {"key": ""})
+    # Live evaluation (serl_launcher.evaluator, run as `run_actor.sh --evaluator`): the newest
+    # policy the learner published, deterministic, no interventions, as eval/ records in the
+    # run's metrics.jsonl. The in-process loop evaluates on the same settings.
+    c.eval = config_dict.ConfigDict({
+        "every_s": 30.0,  # seconds from the start of one evaluation to the next
+        "episodes": 50,
+        "seed": 50_000,  # episode i resets with seed + i: every evaluation sees the same starts
+        # Stop the whole run (learner, actors, evaluator) once an evaluation reaches this success
+        # rate (0: at the first evaluation; negative: never); learner.max_seconds stays the
+        # wall-clock cap.
+        "until_success": -1.0,
+    })
     c.demos = config_dict.ConfigDict({
         "paths": (),  # demo files (relative to the experiment folder); demos/*.pkl is always read
         "successes_needed": 20,

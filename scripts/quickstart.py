@@ -1,20 +1,23 @@
 """The main job: the whole pipeline on the default simulated task, as a user runs it.
 
 1. record expert demonstrations (if the experiment has none yet),
-2. start the learner and one actor as separate processes through the experiment's
-   run_learner.sh / run_actor.sh, the scripted expert intervening when the policy stalls,
-3. train for --minutes of wall-clock, then stop both cleanly (checkpoint and buffers saved),
-4. evaluate the final checkpoint (deterministic, no interventions) with a video,
-5. write the run's report (success rate, episode return and intervention rate against wall-clock
-   and env steps, as PNG plots; report.md / report.json) into the run folder,
-6. print the success rate and where everything is, the run folder last.
+2. start the learner, one actor and the evaluator as separate processes through the
+   experiment's run_learner.sh / run_actor.sh (the scripted expert intervening when the policy
+   stalls; the evaluator scoring the newest policy every eval.every_s seconds over
+   --eval_n_trajs deterministic episodes without interventions),
+3. train until an evaluation reaches --until_success (or --minutes of wall-clock, the cap),
+   then stop all three cleanly (checkpoint and buffers saved),
+4. record a short video of the final policy (--video_episodes),
+5. write the run's report (success rate, episode return, intervention rate and evaluation cycle
+   time against wall-clock and env steps, as PNG plots; report.md / report.json),
+6. print when the target was reached (wall-clock and env steps) and where everything is, the
+   run folder last.
 
-    python scripts/quickstart.py [--minutes 10] [--run_name NAME]
+    python scripts/quickstart.py [--until_success 0.9] [--minutes 10] [--run_name NAME]
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -22,10 +25,12 @@ from pathlib import Path
 
 from absl import app, flags
 
-_MINUTES = flags.DEFINE_float("minutes", 10.0, "Training wall-clock budget.")
+_UNTIL = flags.DEFINE_float("until_success", 0.9, "Stop when an evaluation reaches this success rate (negative: train --minutes).")
+_MINUTES = flags.DEFINE_float("minutes", 10.0, "Training wall-clock cap.")
 _RUN_NAME = flags.DEFINE_string("run_name", None, "Run folder name under experiments/<exp>/runs (default: quickstart-<time>).")
 _EXP_NAME = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
-_EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Evaluation episodes.")
+_EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Episodes per evaluation.")
+_VIDEO_N = flags.DEFINE_integer("video_episodes", 3, "Episodes of the final policy in the video (0: none).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (for tests): a few hundred steps, small networks.")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +56,9 @@ def main(argv: list[str]) -> None:
         stop,
     )
     from experiments.mappings import experiment_dir, load_for_entry_point, run_dir
+    from serl_launcher.utils.report import read_records
 
+    started = time.time()
     _, config = load_for_entry_point(_EXP_NAME.value)
     exp_dir = experiment_dir(_EXP_NAME.value)
     name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -79,46 +86,68 @@ def main(argv: list[str]) -> None:
                         "--successes_needed", needed, "--output", str(demos),
                         *[a for s in reward_settings for a in ("--set", s)]], check=True, env=env)
 
-    # 2. Learner and actor, as separate processes, on free ports.
-    settings = [*reward_settings, f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)"]
+    # 2. Learner, actor and evaluator, as separate processes, on free ports.
+    settings = [*reward_settings, f"learner.max_seconds={_MINUTES.value * 60}", f"demos.paths=({str(demos)!r},)",
+                f"eval.episodes={_EVAL_N.value}", f"eval.until_success={_UNTIL.value}"]
     if _SMOKE.value:
-        settings += SMOKE_SETTINGS
+        settings += [*SMOKE_SETTINGS, "eval.every_s=5.0"]
     extra = role_args(name, settings)
     learner = start_role(_EXP_NAME.value, "learner", extra, folder / "learner.log", env)
     actor = start_role(_EXP_NAME.value, "actor", ["--actor_id", "sim-0", *extra], folder / "actor.log", env)
-    print(f"[quickstart] training for {_MINUTES.value:g} min; logs in {folder}", flush=True)
+    evaluator = start_role(_EXP_NAME.value, "actor", ["--evaluator", *extra], folder / "evaluator.log", env)
+    goal = f"until an evaluation reaches {_UNTIL.value:.0%} success, at most " if _UNTIL.value >= 0 else ""
+    print(f"[quickstart] training {goal}{_MINUTES.value:g} min; logs in {folder}", flush=True)
     try:
         while learner.poll() is None:
             time.sleep(5)
             train = last_records(folder / "metrics.jsonl", "replay/received") or {}
             episode = last_records(folder / "actor-sim-0" / "metrics.jsonl", "actor/success") or {}
-            print(f"[quickstart] learner step {train.get('step', 0)}, transitions {train.get('replay/received', 0)}, "
-                  f"last episode success {episode.get('actor/success', '-')}, "
-                  f"intervention rate {episode.get('actor/intervention_rate', '-')}", flush=True)
-            if actor.poll() is not None:
-                raise RuntimeError(f"the actor exited early (code {actor.returncode}); see {folder / 'actor.log'}")
+            evaluation = last_records(folder / "metrics.jsonl", "eval/success_rate")
+            evaluated = (f"{evaluation['eval/success_rate']:.0%} at learner step {evaluation['step']}"
+                         if evaluation else "-")
+            print(f"[quickstart] {time.time() - started:4.0f} s: learner step {train.get('step', 0)}, "
+                  f"transitions {train.get('replay/received', 0)}, last episode success "
+                  f"{episode.get('actor/success', '-')}, last evaluation {evaluated}", flush=True)
+            for role, process in (("actor", actor), ("evaluator", evaluator)):
+                if process.poll() is not None and process.returncode != 0:
+                    raise RuntimeError(f"the {role} failed (code {process.returncode}); see {folder / (role + '.log')}")
     finally:
-        stop([learner, actor])
+        stop([learner, actor, evaluator])
     if learner.returncode != 0:
         raise RuntimeError(f"the learner failed (code {learner.returncode}); see {folder / 'learner.log'}")
 
-    # 3. Evaluation of the final checkpoint.
-    result = subprocess.run(
-        ["bash", str(exp_dir / "run_actor.sh"), "--checkpoint_path", name, "--eval_checkpoint_step", "-1",
-         "--eval_n_trajs", str(_EVAL_N.value), "--eval_video", *extra[:-2]],
-        env=env, capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"evaluation failed:\n{result.stderr[-3000:]}")
-    evals = sorted(folder.glob("eval_*.json"), key=lambda p: p.stat().st_mtime)
-    stats = json.loads(evals[-1].read_text())
-    print(f"success rate: {stats['success_rate']:.0%} over {_EVAL_N.value} evaluation episodes "
-          f"(learner step {stats['step']}, mean episode time {stats['episode_time_s']:.2f} s)")
+    # 3. A short video of the final policy.
+    if _VIDEO_N.value > 0:
+        result = subprocess.run(
+            ["bash", str(exp_dir / "run_actor.sh"), "--checkpoint_path", name, "--eval_checkpoint_step", "-1",
+             "--eval_n_trajs", str(_VIDEO_N.value), "--eval_video", *extra[:-2]],
+            env=env, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the video of the final policy failed:\n{result.stderr[-3000:]}")
 
     # 4. The report (plots, report.md, report.json); the run folder is the last line printed.
+    from serl_launcher.evaluator import target_reached
     from serl_launcher.utils.report import report_lines, write_report
 
-    print("\n".join(report_lines(write_report(folder))), flush=True)
+    lines = report_lines(write_report(folder))
+    evaluations = [r for r in read_records(folder / "metrics.jsonl") if "eval/success_rate" in r]
+    reached = target_reached(folder, since=started)
+    record = next((r for r in evaluations if reached and r["step"] == reached["learner_step"]), None)
+    if record is not None:
+        when = record["time"] - record.get("eval/seconds", 0.0) - started
+        lines.insert(-1, f"target {reached['target']:.0%} reached: {reached['success_rate']:.0%} success over "
+                     f"{reached['episodes']} evaluation episodes (95 % CI {record['eval/success_ci_low']:.0%}-"
+                     f"{record['eval/success_ci_high']:.0%}) after {when:.0f} s of wall-clock and "
+                     f"{reached['env_steps']} env steps (learner step {reached['learner_step']}); "
+                     f"the whole quickstart took {time.time() - started:.0f} s")
+    else:
+        best = max(evaluations, key=lambda r: r["eval/success_rate"], default=None)
+        lines.insert(-1, ("target not reached" if _UNTIL.value >= 0 else "trained the whole budget")
+                     + f" in {_MINUTES.value:g} min" + (
+                         f"; best evaluation {best['eval/success_rate']:.0%} at learner step {best['step']}"
+                         if best else "; no evaluation finished"))
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

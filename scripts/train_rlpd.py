@@ -2,8 +2,13 @@
 
     python scripts/train_rlpd.py --exp_name pick_cube_sim --learner --checkpoint_path first_run
     python scripts/train_rlpd.py --exp_name pick_cube_sim --actor --checkpoint_path first_run
+    python scripts/train_rlpd.py --exp_name pick_cube_sim --actor --evaluator --checkpoint_path first_run
     python scripts/train_rlpd.py --exp_name pick_cube_sim --actor --checkpoint_path first_run \
         --eval_checkpoint_step 2000 --eval_n_trajs 50
+
+--evaluator evaluates the newest published policy every eval.every_s seconds while the run
+trains (serl_launcher.evaluator), as eval/ records in the run's metrics.jsonl; with
+--set eval.until_success=0.9 (on every role) the run stops when an evaluation reaches it.
 
 A relative --checkpoint_path names experiments/<exp>/runs/<path>. Config values can be overridden
 with --set key=value (dotted keys, e.g. --set learner.max_steps=500); unknown keys are errors.
@@ -22,6 +27,7 @@ _LEARNER = flags.DEFINE_bool("learner", False, "Run the learner.")
 _ACTOR = flags.DEFINE_bool("actor", False, "Run an actor (or, with --eval_checkpoint_step, evaluate).")
 _CHECKPOINT_PATH = flags.DEFINE_string("checkpoint_path", "first_run", "Run folder.")
 _ACTOR_ID = flags.DEFINE_string("actor_id", None, "This actor's identity (default: hostname).")
+_EVALUATOR = flags.DEFINE_bool("evaluator", False, "With --actor: evaluate the newest policy as the run trains (eval.*).")
 _EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the checkpoint of this learner step (-1: the latest).")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
 _EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
@@ -71,10 +77,8 @@ def run_learner(exp, config, run_dir) -> None:
 
 
 def run_actor(exp, config, run_dir) -> None:
-    from serl_launcher.actor import Actor, actor_seed
-    from serl_launcher.human.devices import device_from_config
+    from serl_launcher.actor import Actor, actor_seed, make_acting_env
     from serl_launcher.transport import ActorClient
-    from serl_launcher.wrappers.intervention import InterventionWrapper
 
     actor_id = _ACTOR_ID.value or socket.gethostname()
     try:
@@ -84,12 +88,8 @@ def run_actor(exp, config, run_dir) -> None:
         raise app.UsageError(str(error)) from None
     seed = actor_seed(config.seed, actor_id)
     print(f"[actor] {actor_id}: seed {seed} (from seed {config.seed} and the actor id)", flush=True)
-    env = exp.make_env(config)
-    device = device_from_config(config.actor.intervention, env.action_space.shape[0],
-                                lambda: exp.make_expert(env, config, seed=seed), seed=seed)
-    if device is not None:
-        env = InterventionWrapper(env, device)
-    actor = Actor(config, env, client, run_dir / f"actor-{actor_id}", device, seed=seed)
+    env, device = make_acting_env(exp, config, seed)
+    actor = Actor(config, env, client, run_dir / f"actor-{actor_id}", device, seed=seed, run_folder=run_dir)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: actor.stop())
     try:
@@ -102,6 +102,25 @@ def run_actor(exp, config, run_dir) -> None:
     finally:
         actor.close()
     print(f"[actor] done: {json.dumps(summary)}", flush=True)
+
+
+def run_evaluator(exp, config, run_dir) -> None:
+    from serl_launcher.evaluator import Evaluator
+    from serl_launcher.transport import ActorClient
+
+    actor_id = _ACTOR_ID.value or f"evaluator-{socket.gethostname()}"
+    try:
+        client = ActorClient(transport_config(config), actor_id)  # receives params, sends nothing
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    evaluator = Evaluator(config, exp.make_env(config), client, run_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: evaluator.stop())
+    try:
+        summary = evaluator.run()
+    finally:
+        evaluator.close()
+    print(f"[eval] done: {json.dumps(summary)}", flush=True)
 
 
 def run_eval(exp, config, run_dir) -> None:
@@ -138,6 +157,8 @@ def main(argv: list[str]) -> None:
         run_learner(exp, config, folder)
     elif _EVAL_STEP.value is not None:
         run_eval(exp, config, folder)
+    elif _EVALUATOR.value:
+        run_evaluator(exp, config, folder)
     else:
         run_actor(exp, config, folder)
 

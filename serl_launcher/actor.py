@@ -28,6 +28,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from serl_launcher.agents.sac import Policy, SACAgent
+from serl_launcher.evaluator import TargetWatch
 from serl_launcher.utils.metrics import MetricsWriter
 from serl_launcher.utils.rollouts import evaluate, make_transition
 
@@ -37,6 +38,23 @@ def actor_seed(seed: int, actor_id: str) -> int:
     run; different for different ids)."""
     digest = hashlib.sha256(f"{int(seed)}/{actor_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tuple[gym.Env, Any]:
+    """(env, device) of an actor: the experiment's env, wrapped so the intervention device of
+    ``actor.intervention`` (the scripted person seeded with `seed`, or a person's device) can
+    take over; device None when nobody intervenes."""
+    from serl_launcher.human.devices import device_from_config
+    from serl_launcher.wrappers.intervention import InterventionWrapper
+
+    env = exp.make_env(config)
+    try:
+        device = device_from_config(config.actor.intervention, env.action_space.shape[0],
+                                    lambda: exp.make_expert(env, config, seed=seed), seed=seed)
+    except BaseException:
+        env.close()
+        raise
+    return (env if device is None else InterventionWrapper(env, device)), device
 
 
 def initial_policy(config: config_dict.ConfigDict, observation_space, action_space) -> Policy:
@@ -59,7 +77,7 @@ class Actor:
     """Steps `env` (already wrapped with interventions, if any) and talks through `client`."""
 
     def __init__(self, config: config_dict.ConfigDict, env: gym.Env, client, run_dir: Path,
-                 device: Any = None, seed: int | None = None):
+                 device: Any = None, seed: int | None = None, run_folder: Path | None = None):
         self.config, self.env, self.client, self.device = config, env, client, device
         self.seed = config.seed if seed is None else seed  # this actor's stream (actor_seed)
         self.policy = initial_policy(config, env.observation_space, env.action_space)
@@ -67,6 +85,8 @@ class Actor:
         self.writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=config.to_dict())
         self.episodes = 0
         self._stop = threading.Event()
+        # The run's folder, where the evaluator says when eval.until_success is reached.
+        self._target = TargetWatch(run_folder or run_dir, run_folder is not None and config.eval.until_success >= 0)
 
     def stop(self) -> None:
         """Ends :meth:`run` after the current step (safe from a signal handler)."""
@@ -99,9 +119,9 @@ class Actor:
                         print(f"[actor] waiting {waited // 10} s for the learner's go-ahead (is it running and "
                               f"reachable at {self.config.transport.host}:{self.config.transport.data_port}?)",
                               flush=True)
-                    if self._stop.is_set():
+                    if self._stop.is_set() or self._target():
                         break
-            if self._stop.is_set():
+            if self._stop.is_set() or self._target():
                 break
             step += 1
             self._refresh_policy()
@@ -143,6 +163,8 @@ class Actor:
                 self.writer.write(step, {f"timer/{k[:-2]}_ms": 1e3 * v / c.log_period for k, v in timer.items()}
                                   | self.transport_metrics())
                 timer = dict.fromkeys(timer, 0.0)
+        if self._target():
+            print("[actor] the evaluator reached the run's target; stopping", flush=True)
         return {"env_steps": step, "episodes": self.episodes,
                 "success_rate": float(np.mean(successes)) if successes else 0.0}
 

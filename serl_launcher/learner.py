@@ -42,6 +42,7 @@ from serl_launcher.agents.sac import SACAgent
 from serl_launcher.data import Prefetcher, sample_mixed
 from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.data.store import DataStore
+from serl_launcher.evaluator import TargetWatch
 from serl_launcher.utils.checkpoints import CheckpointManager, export_policy
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
@@ -126,6 +127,7 @@ class Learner:
         self._actor_stats: deque[tuple[str, dict]] = deque(maxlen=_STATS_QUEUE)
         self.actor_stats_dropped = 0
         self._stop = threading.Event()
+        self._target = TargetWatch(self.run_dir, config.eval.until_success >= 0)
         self.server = make_server(_CountingSink(self.store, self.limiter), self._on_stats,
                                   self.limiter.allowance)
 
@@ -177,6 +179,17 @@ class Learner:
     def stop(self) -> None:
         self._stop.set()
 
+    def _publish(self) -> None:
+        self.server.publish_params(self.step, policy_params_numpy(self.agent), env_steps=self.online.num_inserted)
+
+    def _should_stop(self) -> bool:
+        """A stop was asked for, or the run's evaluator saw the target reached."""
+        if not self._stop.is_set() and self._target() is not None:
+            print(f"[learner] the evaluator reached the target ({json.dumps(self._target())}); stopping",
+                  flush=True)
+            self._stop.set()
+        return self._stop.is_set()
+
     def _check_health(self) -> None:
         """Stops the run, loudly, when received data can no longer be made durable."""
         error = getattr(self.server, "error", None) or self.store.broken
@@ -190,7 +203,7 @@ class Learner:
     def _wait(self, ready: Callable[[], bool], timeout: float = 0.05) -> bool:
         """Waits until `ready()` (True) or a stop (False), writing actor stats meanwhile."""
         while not ready():
-            if self._stop.is_set():
+            if self._should_stop():
                 return False
             self._check_health()
             self._write_actor_stats()
@@ -208,7 +221,7 @@ class Learner:
     def run(self) -> dict[str, Any]:
         c = self.config.learner
         self.server.start()
-        self.server.publish_params(self.step, policy_params_numpy(self.agent))
+        self._publish()
         print(f"[learner] serving on {self.config.transport.bind_host} ports "
               f"{self.config.transport.data_port}/{self.config.transport.param_port}; "
               f"waiting for {c.training_starts} transitions", flush=True)
@@ -217,7 +230,7 @@ class Learner:
         timer = {"update_s": 0.0, "wait_s": 0.0}
         out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
         with Prefetcher(self._sample, depth=2) as batches:
-            while self.step < c.max_steps and not self._stop.is_set() and not out_of_time():
+            while self.step < c.max_steps and not self._should_stop() and not out_of_time():
                 t0 = time.perf_counter()
                 self._check_health()  # every step: a learner that never waits must notice too
                 if self.store.log_bytes > c.snapshot_log_bytes:
@@ -232,7 +245,7 @@ class Learner:
                 timer["wait_s"] += t1 - t0
                 timer["update_s"] += time.perf_counter() - t1
                 if self.step % c.steps_per_publish == 0:
-                    self.server.publish_params(self.step, policy_params_numpy(self.agent))
+                    self._publish()
                 if self.step % c.log_period == 0:
                     self._write_actor_stats()
                     self.writer.write(self.step, metrics, prefix="train/")
@@ -248,10 +261,10 @@ class Learner:
         self._write_actor_stats()
         self.writer.write(self.step, self.replay_metrics())  # the final counts, however few steps
         self.save()
-        self.server.publish_params(self.step, policy_params_numpy(self.agent))
+        self._publish()
         received = self.store.counts()[0]
         return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": received,
-                "inserted": self.online.num_inserted}
+                "inserted": self.online.num_inserted, "target_reached": self._target() is not None}
 
     def close(self) -> None:
         self.server.close()

@@ -12,8 +12,9 @@ from serl_launcher.utils.report import PLOT_FILES, read_records
 
 @pytest.mark.parametrize("exp_name", ["pick_cube_sim", "pick_cube_sim_vision"])
 def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
-    """The README's main command, tiny: demos, learner + actor processes, evaluation, video; for
-    the vision experiment first the reward classifier (labelled frames, training)."""
+    """The README's main command, tiny: demos, learner + actor + evaluator processes, a target of
+    0 % (stops at the first evaluation), video; for the vision experiment first the reward
+    classifier (labelled frames, training)."""
     import shutil
 
     name = "pytest-quickstart-smoke"
@@ -21,16 +22,16 @@ def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
     shutil.rmtree(folder, ignore_errors=True)
     try:
         result = subprocess.run(
-            [python, str(REPO / "scripts/quickstart.py"), "--smoke", "--minutes", "0.25",
-             "--eval_n_trajs", "2", "--run_name", name, "--exp_name", exp_name],
+            [python, str(REPO / "scripts/quickstart.py"), "--smoke", "--until_success", "0", "--minutes", "4",
+             "--eval_n_trajs", "2", "--video_episodes", "1", "--run_name", name, "--exp_name", exp_name],
             capture_output=True, text=True, env=subprocess_env, timeout=600,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-        assert "success rate:" in result.stdout
         printed = result.stdout.strip().splitlines()
         assert printed[-1] == f"run folder: {folder}"
+        assert printed[-2].startswith("target 0% reached: ") and "env steps (learner step" in printed[-2], printed[-2]
         plots = [Path(line.removeprefix("plot: ")) for line in printed if line.startswith("plot: ")]
-        assert len(plots) == 3
+        assert len(plots) == 4
         for plot in plots:
             assert plot.parent == folder and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         report = json.loads((folder / "report.json").read_text())
@@ -38,13 +39,20 @@ def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
         assert f"video: {report['video']}" in printed and Path(report["video"]).parent == folder
         assert f"metrics: {folder / 'metrics.jsonl'}" in printed
         assert f"metrics: {folder / 'actor-sim-0' / 'metrics.jsonl'}" in printed
-        assert report["evaluations"][-1]["success_rate"] is not None
-        replay = [r for r in read_records(folder / "metrics.jsonl") if "replay/received" in r]
+        # The evaluator's one evaluation (the target stopped the run), then the video's.
+        live = [ev for ev in report["evaluations"] if ev["source"] == "eval/ record"]
+        assert len(live) == 1 and live[0]["episodes"] == 2 and live[0]["env_steps"] > 0, report["evaluations"]
+        assert live[0]["success_ci_low"] <= live[0]["success_rate"] <= live[0]["success_ci_high"]
+        records = read_records(folder / "metrics.jsonl")
+        replay = [r for r in records if "replay/received" in r]
         assert replay and all("replay/intervened_total" in r for r in replay)
         assert any(0.0 <= r.get("replay/intervention_rate", -1) <= 1.0 for r in replay)
+        reached = json.loads((folder / "target_reached.json").read_text())
+        assert reached["target"] == 0.0 and reached["learner_step"] == live[0]["learner_step"]
+        assert "[learner] the evaluator reached the target" in (folder / "learner.log").read_text()
         evals = list(folder.glob("eval_*.json"))
-        assert len(evals) == 1 and json.loads(evals[0].read_text())["step"] > 0
-        assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 10_000
+        assert len(evals) == 1 and json.loads(evals[0].read_text())["step"] >= reached["learner_step"]
+        assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 5_000
         assert (folder / "policy" / "policy.json").is_file()
         assert (folder / "buffers" / "online" / "manifest.json").is_file()
         if exp_name == "pick_cube_sim_vision":  # the reward came from the classifier trained here

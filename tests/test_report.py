@@ -121,6 +121,40 @@ def test_report_from_a_synthetic_run(tmp_path):
     assert summary["problems"] == []
 
 
+def test_live_evaluations_are_reported_with_interval_and_cycle_time(tmp_path):
+    """eval/ records appended to the run's metrics.jsonl by the evaluator (a second writer)."""
+    from serl_launcher.utils.rollouts import wilson_interval
+
+    write_synthetic_run(tmp_path)
+    low, high = wilson_interval(45, 50)
+    with MetricsWriter(tmp_path / "metrics.jsonl") as evaluator:
+        evaluator.write(7, {"success_rate": 0.9, "success_ci_low": low, "success_ci_high": high, "episodes": 50,
+                            "cycle_steps": 14.5, "cycle_s": 0.07, "learner_step": 7, "env_steps": 70,
+                            "seconds": 3.0}, prefix="eval/")
+    summary = write_report(tmp_path, window=4)
+    live = [ev for ev in summary["evaluations"] if ev["source"] == "eval/ record"]
+    assert len(live) == 1 and live[0]["learner_step"] == 7 and live[0]["env_steps"] == 70
+    assert (live[0]["success_ci_low"], live[0]["success_ci_high"]) == (low, high)
+    assert live[0]["cycle_steps"] == 14.5 and live[0]["episodes"] == 50
+    assert_valid_png(tmp_path / PLOT_FILES["cycle_time"])
+    assert "| 90% (79%-96%) | 14.5 / 0.07 |" in (tmp_path / "report.md").read_text()
+
+
+def test_wilson_interval_by_hand():
+    from serl_launcher.utils.rollouts import wilson_interval
+
+    # p = 0.9, n = 50, z = 1.96: centre (0.9 + z^2/100) / (1 + z^2/50), half-width
+    # z sqrt(p(1-p)/n + z^2/(4 n^2)) / (1 + z^2/50).
+    z = 1.959964
+    centre = (0.9 + z * z / 100) / (1 + z * z / 50)
+    half = z * math.sqrt(0.09 / 50 + z * z / 10000) / (1 + z * z / 50)
+    assert wilson_interval(45, 50) == pytest.approx((centre - half, centre + half))
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
 def test_a_crashed_run_with_a_truncated_last_line_is_reported(tmp_path):
     write_synthetic_run(tmp_path)
     actor_file = tmp_path / "actor-a0" / "metrics.jsonl"

@@ -47,14 +47,16 @@ class ParamsSlot:
         self._value: tuple[int, dict] | None = None
         self.epoch: str | None = None
         self.step = -1
+        self.env_steps: int | None = None  # what the learner had received at that publish, if told
 
     def is_newer(self, epoch: str, step: int) -> bool:
         """A new learner (epoch) always wins: it may have restarted from an older checkpoint."""
         return epoch != self.epoch or step > self.step
 
-    def set(self, epoch: str, step: int, params: Any) -> None:
+    def set(self, epoch: str, step: int, params: Any, env_steps: Any = None) -> None:
         with self._cond:
             self.epoch, self.step = epoch, step
+            self.env_steps = env_steps if type(env_steps) is int and env_steps >= 0 else None
             self._value = (step, params)
             self._cond.notify_all()
 
@@ -237,6 +239,12 @@ class ActorClient:
         """(step, params) of the newest params received so far; None before any."""
         return self._params.latest()
 
+    @property
+    def params_env_steps(self) -> int | None:
+        """Env steps the learner had received when it published the newest params (None when
+        it did not say)."""
+        return self._params.env_steps
+
     def wait_for_params(
         self, timeout: float, newer_than: int | None = None
     ) -> tuple[int, dict] | None:
@@ -417,7 +425,7 @@ class ActorClient:
     def _on_params(self, payload: Any) -> None:
         p = _io.fields(payload, epoch=str, step=int, params=dict)
         if self._params.is_newer(p["epoch"], p["step"]):
-            self._params.set(p["epoch"], p["step"], p["params"])
+            self._params.set(p["epoch"], p["step"], p["params"], payload.get("env_steps"))
 
     def _send(self, dealer: zmq.Socket, frame: bytes) -> bool:
         try:

@@ -104,10 +104,10 @@ class LocalServer:
                 self.hub._deliver(client)
         return self
 
-    def publish_params(self, step: int, params: Any) -> None:
+    def publish_params(self, step: int, params: Any, env_steps: int | None = None) -> None:
         """Makes `params` the hub's current params (encoded now: a snapshot)."""
         step = int(step)
-        frame = params_frame(self.epoch, step, params, None, self.config.max_message_bytes)
+        frame = params_frame(self.epoch, step, params, None, self.config.max_message_bytes, env_steps)
         with self.hub._lock:
             self.hub._params = (self.epoch, step, frame)
             self._stats["params_published"] += 1
@@ -234,6 +234,10 @@ class LocalClient:
     def latest_params(self) -> tuple[int, dict] | None:
         return self._params.latest()
 
+    @property
+    def params_env_steps(self) -> int | None:
+        return self._params.env_steps
+
     def credit_left(self) -> int | None:
         return self.credit.left(self._outbox.next_seq)
 
@@ -289,4 +293,5 @@ class LocalClient:
             return
         epoch, step, frame = current
         if self._params.is_newer(epoch, step):
-            self._params.set(epoch, step, decode(frame)["params"])
+            payload = decode(frame)
+            self._params.set(epoch, step, payload["params"], payload.get("env_steps"))

@@ -84,9 +84,13 @@ def as_sink(sink: TransitionSink | OnTransitions) -> TransitionSink:
     return sink if hasattr(sink, "deliver") else CallbackSink(sink)
 
 
-def params_frame(epoch: str, step: int, params: Any, key: bytes | None, max_bytes: int) -> bytes:
-    """The "params" message both backends hand to actors (encoded once per publish)."""
+def params_frame(epoch: str, step: int, params: Any, key: bytes | None, max_bytes: int,
+                 env_steps: int | None = None) -> bytes:
+    """The "params" message both backends hand to actors (encoded once per publish); with the
+    number of env steps the learner had received when it published them, if given."""
     payload = {"epoch": epoch, "step": step, "params": params}
+    if env_steps is not None:
+        payload["env_steps"] = int(env_steps)
     return encode(payload, msg_type="params", key=key, max_message_bytes=max_bytes)
 
 
@@ -274,15 +278,17 @@ class LearnerServer:
             ) from self._start_error
         return self
 
-    def publish_params(self, step: int, params: Any) -> None:
+    def publish_params(self, step: int, params: Any, env_steps: int | None = None) -> None:
         """Sends `params` (nested dict of numpy arrays) to all actors; never waits on the network.
+        `env_steps`: transitions received so far, told to actors with the params (an evaluator
+        reports it next to the learner step it evaluated).
 
         The tree is encoded here, so later in-place changes to the arrays do not leak into what
         is sent. If several publishes queue up faster than the I/O thread sends, only the newest
         goes out; actors keep only the newest too. Raises UnsupportedType / MessageTooLarge.
         """
         step = int(step)
-        frame = params_frame(self.epoch, step, params, self._key, self.config.max_message_bytes)
+        frame = params_frame(self.epoch, step, params, self._key, self.config.max_message_bytes, env_steps)
         with self._lock:
             self._pending_params = (step, frame)
         self._waker.wake()

@@ -1,10 +1,12 @@
-"""A run's report: plots of success rate, episode return and intervention rate against wall-clock
-and env steps, and a summary (``report.json`` / ``report.md``), written into the run folder.
+"""A run's report: plots of success rate, episode return, intervention rate and evaluation cycle
+time against wall-clock and env steps, and a summary (``report.json`` / ``report.md``), written
+into the run folder.
 
 Reads what the roles wrote (nothing else is needed, so any run folder can be reported again):
 
     metrics.jsonl              the learner's records: replay/ (intervention rate of the received
-                               transitions), and actor/<id>/ episode stats relayed by actors
+                               transitions), and actor/<id>/ episode stats relayed by actors;
+                               the evaluator's (or the in-process loop's) eval/ records
     actor-<id>/metrics.jsonl   each actor's own records: one actor/ record per episode
     eval_<step>.json           evaluations of a learner checkpoint (scripts/train_rlpd.py)
     eval_<step>.mp4            their videos
@@ -39,6 +41,7 @@ PLOT_FILES = {
     "success_rate": "report_success_rate.png",
     "episode_return": "report_episode_return.png",
     "intervention_rate": "report_intervention_rate.png",
+    "cycle_time": "report_cycle_time.png",
 }
 
 
@@ -183,11 +186,7 @@ def load_run(run_dir: str | Path) -> RunData:
             prefix = f"actor/{actor}/"
             if prefix + "success" in record or prefix + "return" in record:
                 rows.append(_episode_row(record, prefix, actor))
-    evaluations = [
-        {"source": "eval/ record", "time": _number(r.get("time")), "env_steps": float(r["step"]),
-         "success_rate": _number(r["eval/success_rate"])}
-        for r in learner if "eval/success_rate" in r  # the in-process loop's periodic evaluations
-    ]
+    evaluations = [_eval_record(r) for r in learner if "eval/success_rate" in r]  # live evaluations
     for path in sorted(run_dir.glob("eval_*.json"), key=_step_of):
         try:
             stats = json.loads(path.read_text())
@@ -199,6 +198,20 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(run_dir=run_dir, episodes=_episodes(rows), learner=learner, evaluations=evaluations,
                    metrics_files=metrics_files, start_time=min(finite, default=math.nan),
                    end_time=max(finite, default=math.nan), problems=problems)
+
+
+def _eval_record(record: dict[str, Any]) -> dict[str, Any]:
+    """An eval/ record (evaluator or in-process loop) as an evaluation: placed at the time its
+    policy was taken (the record is written when the episodes are done)."""
+    evaluation = {"source": "eval/ record", "success_rate": _number(record["eval/success_rate"]),
+                  "time": _number(record.get("time")) - (_number(record.get("eval/seconds")) if "eval/seconds" in record else 0.0),
+                  "env_steps": _number(record.get("eval/env_steps"))}
+    if "eval/learner_step" in record:
+        evaluation["learner_step"] = int(_number(record["eval/learner_step"]))
+    for key in ("success_ci_low", "success_ci_high", "cycle_steps", "cycle_s", "episodes"):
+        if f"eval/{key}" in record:
+            evaluation[key] = _number(record[f"eval/{key}"])
+    return evaluation
 
 
 def _step_of(path: Path) -> tuple[int, str]:
@@ -217,7 +230,7 @@ def _place_evaluations(run: RunData) -> None:
     episodes = run.episodes
     timed = np.isfinite(episodes.time)
     for evaluation in run.evaluations:
-        if "learner_step" in evaluation:
+        if evaluation["source"] != "eval/ record" and "learner_step" in evaluation:
             evaluation["time"] = (float(np.interp(evaluation["learner_step"], steps, [step_time[s] for s in steps]))
                                   if steps else math.nan)
             evaluation["env_steps"] = (
@@ -284,7 +297,9 @@ def summarize(run: RunData, window: int) -> dict[str, Any]:
             {"source": ev["source"], "learner_step": ev.get("learner_step"),
              "env_steps": _finite_or_none(ev.get("env_steps", math.nan)),
              "wall_clock_min": _finite_or_none((ev.get("time", math.nan) - run.start_time) / 60),
-             "success_rate": _finite_or_none(ev["success_rate"])}
+             "success_rate": _finite_or_none(ev["success_rate"]),
+             **{key: _finite_or_none(ev[key]) for key in ("success_ci_low", "success_ci_high", "cycle_steps",
+                                                          "cycle_s", "episodes") if key in ev}}
             for ev in run.evaluations
         ],
         "problems": list(run.problems),
@@ -373,6 +388,15 @@ def write_plots(run: RunData, window: int) -> dict[str, Path]:
             _Series("learner: received transitions", replay_time, replay_steps,
                     np.array([_number(r["replay/intervention_rate"]) for r in replay], dtype=np.float64), "line"),
         ], start, ylim=(-0.05, 1.05), empty_note="no interventions recorded")
+    cycles = [ev for ev in evals if math.isfinite(ev.get("cycle_steps", math.nan))]
+    paths["cycle_time"] = _plot(
+        run.run_dir / PLOT_FILES["cycle_time"], "Cycle time (evaluation: mean length of the successful episodes)",
+        "env steps per success", [
+            _Series("evaluation (deterministic, no interventions)",
+                    np.array([ev.get("time", math.nan) for ev in cycles], dtype=np.float64),
+                    np.array([ev.get("env_steps", math.nan) for ev in cycles], dtype=np.float64),
+                    np.array([ev["cycle_steps"] for ev in cycles], dtype=np.float64), "markers"),
+        ], start, empty_note="no successful evaluation episode yet")
     return paths
 
 
@@ -408,9 +432,14 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"transitions: {_fmt(i['learner_last'], True)}.", "",
     ]
     if s["evaluations"]:
-        lines += ["| evaluation | learner step | env steps | success rate |", "|---|---|---|---|"]
-        lines += [f"| {ev['source']} | {ev['learner_step'] if ev['learner_step'] is not None else '-'} | "
-                  f"{_fmt(ev['env_steps'])} | {_fmt(ev['success_rate'], True)} |" for ev in s["evaluations"]]
+        lines += ["| evaluation | wall-clock (min) | learner step | env steps | success rate (95 % CI) "
+                  "| cycle (steps / s) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {ev['source']} | {_fmt(ev['wall_clock_min'])} | "
+                  f"{ev['learner_step'] if ev['learner_step'] is not None else '-'} | "
+                  f"{_fmt(ev['env_steps'])} | {_fmt(ev['success_rate'], True)}"
+                  + (f" ({_fmt(ev['success_ci_low'], True)}-{_fmt(ev['success_ci_high'], True)})"
+                     if ev.get("success_ci_low") is not None else "")
+                  + f" | {_fmt(ev.get('cycle_steps'))} / {_fmt(ev.get('cycle_s'))} |" for ev in s["evaluations"]]
         lines.append("")
     lines += [f"![{name}]({Path(path).name})" for name, path in s["plots"].items()]
     lines += ["", f"Video: {s['video'] or 'none'}", "", "Metrics:", *[f"- {p}" for p in s["metrics"]]]

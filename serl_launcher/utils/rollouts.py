@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,8 +44,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Runs `num_episodes` with `act(observation) -> action` (no interventions).
 
-    Returns success rate (from ``info["success"]``), mean return, mean length and mean episode
-    wall time. Episode i is reset with seed + i when `seed` is given.
+    Returns success rate (from ``info["success"]``) with its 95 % Wilson interval
+    (``success_ci_low`` / ``success_ci_high``), mean return, mean length and mean episode wall
+    time; and, when some episode succeeded, the cycle time HIL-SERL reports: mean steps
+    (``cycle_steps``) and wall seconds (``cycle_s``) of the successful episodes. Episode i is
+    reset with seed + i when `seed` is given.
     """
     successes, returns, lengths, durations = [], [], [], []
     for i in range(num_episodes):
@@ -60,12 +64,36 @@ def evaluate(
         returns.append(total)
         lengths.append(length)
         durations.append(time.perf_counter() - start)
-    return {
+    low, high = wilson_interval(sum(successes), num_episodes)
+    stats = {
         "success_rate": float(np.mean(successes)),
+        "success_ci_low": low,
+        "success_ci_high": high,
+        "episodes": num_episodes,
         "return": float(np.mean(returns)),
         "length": float(np.mean(lengths)),
         "episode_time_s": float(np.mean(durations)),
     }
+    if any(successes):
+        won = np.flatnonzero(successes)
+        stats["cycle_steps"] = float(np.mean(np.asarray(lengths)[won]))
+        stats["cycle_s"] = float(np.mean(np.asarray(durations)[won]))
+    return stats
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95 % by default): unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if trials <= 0:
+        raise ValueError(f"trials must be positive, not {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, {trials}], not {successes}")
+    p, n = successes / trials, trials
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    # Exactly 0 and 1 at the ends (the formula gives them up to rounding).
+    return (0.0 if successes == 0 else low), (1.0 if successes == trials else high)
 
 
 def record_demos(

@@ -1,0 +1,130 @@
+"""The evaluator role: evaluates the newest policy the learner published, every
+``eval.every_s`` seconds, deterministic and without interventions, and writes ``eval/`` records
+to the run's metrics.jsonl (next to the learner's): success rate with its 95 % Wilson interval,
+the cycle time (mean steps and seconds of the successful episodes), and the learner step and env
+steps of the policy evaluated.
+
+It receives parameters over the transport as an actor does but sends no transitions, so it adds
+nothing to the learner's buffers. With ``eval.until_success`` set, the first evaluation that
+reaches it writes ``target_reached.json`` into the run folder; the learner and the actors of the
+run stop cleanly when they see it (:func:`target_reached`), and so does the evaluator.
+
+    bash experiments/pick_cube_sim/run_actor.sh --evaluator --checkpoint_path first_run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from ml_collections import config_dict
+
+from serl_launcher.utils.metrics import MetricsWriter
+
+TARGET_FILE = "target_reached.json"
+
+
+def target_reached(run_dir: str | Path, since: float) -> dict[str, Any] | None:
+    """The record of the evaluation that reached the run's target, if one was written at or
+    after Unix time `since` (an older one belongs to an earlier session of the run)."""
+    path = Path(run_dir) / TARGET_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # being replaced right now, or not ours: read again later
+    if not isinstance(record, dict) or not isinstance(record.get("time"), (int, float)):
+        return None
+    return record if record["time"] >= since else None
+
+
+class TargetWatch:
+    """`target_reached` at most every `period` s (cheap to call on every step)."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool, period: float = 0.5):
+        self.run_dir, self.enabled, self.period = Path(run_dir), enabled, period
+        self.since, self._next, self.record = time.time(), 0.0, None
+
+    def __call__(self) -> dict[str, Any] | None:
+        if self.enabled and self.record is None and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.period
+            self.record = target_reached(self.run_dir, self.since)
+        return self.record
+
+
+def _write_target(run_dir: Path, record: dict[str, Any]) -> None:
+    tmp = run_dir / (TARGET_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, run_dir / TARGET_FILE)  # readers see the whole record or none
+
+
+class Evaluator:
+    """Evaluates what `client` (an ActorClient or LocalClient) receives, in `env` (no
+    intervention wrapper), writing to ``run_dir/metrics.jsonl``."""
+
+    def __init__(self, config: config_dict.ConfigDict, env: gym.Env, client, run_dir: str | Path):
+        from serl_launcher.actor import initial_policy
+
+        self.config, self.env, self.client, self.run_dir = config, env, client, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.policy = initial_policy(config, env.observation_space, env.action_space)
+        # Appends to the learner's file: each record is one line written by one write() to a
+        # file opened for appending, so the two writers' lines never mix.
+        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.history: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_evaluations: int | None = None) -> dict[str, Any]:
+        from serl_launcher.actor import evaluate_policy, with_params
+
+        c = self.config.eval
+        target = float(c.until_success)
+        self.client.start()
+        evaluated, next_start, reached = None, 0.0, None
+        while not self._stop.is_set() and (max_evaluations is None or len(self.history) < max_evaluations):
+            if time.monotonic() < next_start:
+                self._stop.wait(min(0.5, next_start - time.monotonic()))
+                continue
+            latest = self.client.wait_for_params(0.5)
+            # Step 0 is the untrained policy; a restarted learner may be behind (so != and not >).
+            if latest is None or latest[0] in (0, evaluated):
+                self._stop.wait(0.2)
+                continue
+            step, params = latest
+            env_steps = self.client.params_env_steps
+            received = time.time()
+            self.policy = with_params(self.policy, params)
+            next_start = time.monotonic() + c.every_s
+            stats = evaluate_policy(self.env, self.policy, c.episodes, seed=c.seed)
+            evaluated = step
+            record = {**stats, "learner_step": step, "seconds": time.time() - received}
+            if env_steps is not None:
+                record["env_steps"] = env_steps
+            self.writer.write(step, record, prefix="eval/")
+            self.history.append(record)
+            print(f"[eval] learner step {step}, env steps {env_steps if env_steps is not None else '?'}: "
+                  f"success {stats['success_rate']:.0%} ({stats['success_ci_low']:.0%}-"
+                  f"{stats['success_ci_high']:.0%}) over {c.episodes} episodes in {record['seconds']:.1f} s",
+                  flush=True)
+            if target >= 0 and stats["success_rate"] >= target:
+                reached = {"time": time.time(), "target": target, "learner_step": step, "env_steps": env_steps,
+                           "success_rate": stats["success_rate"], "episodes": c.episodes}
+                _write_target(self.run_dir, reached)
+                print(f"[eval] target {target:.0%} reached at learner step {step}", flush=True)
+                break
+        return {"evaluations": len(self.history), "target_reached": reached,
+                "last": self.history[-1] if self.history else None}
+
+    def close(self) -> None:
+        self.client.close()
+        self.writer.close()
+        self.env.close()

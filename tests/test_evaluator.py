@@ -1,0 +1,60 @@
+"""The evaluator role on the in-process transport twin (the subprocess path is in
+test_entry_points' quickstart test): what it writes, and the target that stops a run."""
+
+import json
+import time
+
+import numpy as np
+
+from experiments.launch import SMOKE_SETTINGS
+from experiments.mappings import apply_overrides, load_experiment
+from serl_launcher.evaluator import TARGET_FILE, Evaluator, TargetWatch, target_reached
+from serl_launcher.learner import policy_params_numpy
+from serl_launcher.transport import LocalHub
+from serl_launcher.utils.metrics import read_metrics
+
+
+def test_evaluator_scores_published_params_and_writes_the_target(tmp_path):
+    import jax
+
+    from serl_launcher.agents.sac import SACAgent
+
+    exp = load_experiment("pick_cube_sim")
+    config = exp.get_config()
+    apply_overrides(config, [*SMOKE_SETTINGS, "eval.episodes=3", "eval.every_s=0.0", "eval.until_success=0.0"])
+    env = exp.make_env(config)
+    agent = SACAgent.create(jax.random.PRNGKey(1), env.observation_space, env.action_space, config.agent)
+    hub = LocalHub()
+    server = hub.server(lambda *a: None).start()
+    watch = TargetWatch(tmp_path, enabled=True, period=0.0)
+    evaluator = Evaluator(config, env, hub.client("evaluator"), tmp_path)
+    try:
+        server.publish_params(0, policy_params_numpy(agent), env_steps=0)  # untrained: skipped
+        server.publish_params(7, policy_params_numpy(agent), env_steps=123)
+        assert watch() is None
+        summary = evaluator.run(max_evaluations=5)
+    finally:
+        evaluator.close()
+        server.close()
+    (record,) = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/success_rate" in r]
+    assert summary["evaluations"] == 1 and record["step"] == 7 and record["eval/learner_step"] == 7
+    assert record["eval/env_steps"] == 123 and record["eval/episodes"] == 3
+    assert record["eval/success_ci_low"] <= record["eval/success_rate"] <= record["eval/success_ci_high"]
+    assert record["eval/length"] > 0 and record["eval/seconds"] > 0
+    # The evaluated parameters are the published ones: the same deterministic actions.
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(evaluator.policy.sample_actions(obs, jax.random.PRNGKey(0), deterministic=True),
+                               agent.policy().sample_actions(obs, jax.random.PRNGKey(0), deterministic=True))
+    # A target of 0 %: reached at the first evaluation; the run's other roles see it.
+    reached = json.loads((tmp_path / TARGET_FILE).read_text())
+    assert reached["learner_step"] == 7 and reached["env_steps"] == 123 and reached["target"] == 0.0
+    assert watch()["learner_step"] == 7
+
+
+def test_a_target_from_an_earlier_session_is_ignored(tmp_path):
+    (tmp_path / TARGET_FILE).write_text(json.dumps({"time": time.time() - 60, "learner_step": 3}))
+    assert target_reached(tmp_path, since=time.time()) is None
+    assert target_reached(tmp_path, since=0)["learner_step"] == 3
+    (tmp_path / TARGET_FILE).write_text("{not json")
+    assert target_reached(tmp_path, since=0) is None  # being written, or not ours: not a stop
+    assert TargetWatch(tmp_path, enabled=False)() is None
