@@ -76,7 +76,7 @@ def base_config() -> config_dict.ConfigDict:
     # policy the learner published, deterministic, no interventions, as eval/ records in the
     # run's metrics.jsonl. The in-process loop evaluates on the same settings.
     c.eval = config_dict.ConfigDict({
-        "every_s": 30.0,  # seconds from the start of one evaluation to the next
+        "every_s": 20.0,  # seconds from the start of one evaluation to the next
         "episodes": 50,
         "seed": 50_000,  # episode i resets with seed + i: every evaluation sees the same starts
         # Stop the whole run (learner, actors, evaluator) once an evaluation reaches this success

@@ -182,12 +182,13 @@ class Actor:
 
 
 def evaluate_policy(env: gym.Env, policy: Policy, num_episodes: int, seed: int = 0,
-                    video_path: Path | None = None) -> dict[str, float]:
-    """Deterministic policy, no interventions. Writes a video of the episodes if asked."""
+                    video_path: Path | None = None, max_failures: int | None = None) -> dict[str, float]:
+    """Deterministic policy, no interventions. Writes a video of the episodes if asked;
+    `max_failures`: see serl_launcher.utils.rollouts.evaluate."""
     key = jax.random.PRNGKey(seed)
     act = lambda obs: policy.sample_actions(obs, key, deterministic=True)  # noqa: E731
     if video_path is None:
-        return evaluate(env, act, num_episodes, seed=seed)
+        return evaluate(env, act, num_episodes, seed=seed, max_failures=max_failures)
     from serl_launcher.utils.video import write_video
 
     frames = []

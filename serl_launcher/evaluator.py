@@ -15,6 +15,7 @@ run stop cleanly when they see it (:func:`target_reached`), and so does the eval
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -42,6 +43,15 @@ def target_reached(run_dir: str | Path, since: float) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("time"), (int, float)):
         return None
     return record if record["time"] >= since else None
+
+
+def max_failures(target: float, episodes: int) -> int | None:
+    """Failures an evaluation of `episodes` can have and still reach `target` (None: no target,
+    every episode runs). Past them the evaluator stops early: on 2 cores the episodes of a
+    policy that cannot pass yet are CPU the learner and actor need."""
+    if target < 0:
+        return None
+    return int(math.floor((1.0 - target) * episodes + 1e-9))
 
 
 class TargetWatch:
@@ -104,7 +114,8 @@ class Evaluator:
             received = time.time()
             self.policy = with_params(self.policy, params)
             next_start = time.monotonic() + c.every_s
-            stats = evaluate_policy(self.env, self.policy, c.episodes, seed=c.seed)
+            stats = evaluate_policy(self.env, self.policy, c.episodes, seed=c.seed,
+                                    max_failures=max_failures(target, c.episodes))
             evaluated = step
             record = {**stats, "learner_step": step, "seconds": time.time() - received}
             if env_steps is not None:
@@ -113,9 +124,10 @@ class Evaluator:
             self.history.append(record)
             print(f"[eval] learner step {step}, env steps {env_steps if env_steps is not None else '?'}: "
                   f"success {stats['success_rate']:.0%} ({stats['success_ci_low']:.0%}-"
-                  f"{stats['success_ci_high']:.0%}) over {c.episodes} episodes in {record['seconds']:.1f} s",
+                  f"{stats['success_ci_high']:.0%}) over {stats['episodes']} episodes in {record['seconds']:.1f} s"
+                  + (" (stopped early: the target is out of reach)" if stats["episodes"] < c.episodes else ""),
                   flush=True)
-            if target >= 0 and stats["success_rate"] >= target:
+            if target >= 0 and stats["episodes"] == c.episodes and stats["success_rate"] >= target:
                 reached = {"time": time.time(), "target": target, "learner_step": step, "env_steps": env_steps,
                            "success_rate": stats["success_rate"], "episodes": c.episodes}
                 _write_target(self.run_dir, reached)

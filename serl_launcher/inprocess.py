@@ -34,6 +34,7 @@ from tqdm import tqdm
 from serl_launcher.actor import make_acting_env
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
+from serl_launcher.evaluator import max_failures
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.rollouts import evaluate, make_transition, record_demos
@@ -78,7 +79,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         nonlocal eval_s
         t0 = time.perf_counter()
         stats = evaluate(eval_env, lambda o: policy.sample_actions(o, rng, deterministic=True), c.eval.episodes,
-                         seed=c.eval.seed)
+                         seed=c.eval.seed, max_failures=max_failures(target, c.eval.episodes))
         record = {"env_steps": env_steps, "learner_step": updates, "wall_s": t0 - start, "train_s": train_s(),
                   "seconds": time.perf_counter() - t0, **stats}
         eval_s += record["seconds"]
@@ -126,7 +127,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
             record = run_eval(step)
             next_eval = record["train_s"] + c.eval.every_s
             bar.set_postfix(success=record["success_rate"])
-            if target >= 0 and record["success_rate"] >= target:
+            if target >= 0 and record["episodes"] == c.eval.episodes and record["success_rate"] >= target:
                 reached = record
                 break
         bar.update(1)
@@ -135,7 +136,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
     bar.close()
     if not history or history[-1]["env_steps"] != step:
         record = run_eval(step)
-        if reached is None and target >= 0 and record["success_rate"] >= target:
+        if reached is None and target >= 0 and record["episodes"] == c.eval.episodes and record["success_rate"] >= target:
             reached = record
     summary = {
         "env_steps": step, "updates": updates, "episodes": episodes, "intervened": intervened,

@@ -58,3 +58,20 @@ def test_a_target_from_an_earlier_session_is_ignored(tmp_path):
     (tmp_path / TARGET_FILE).write_text("{not json")
     assert target_reached(tmp_path, since=0) is None  # being written, or not ours: not a stop
     assert TargetWatch(tmp_path, enabled=False)() is None
+
+
+def test_an_evaluation_stops_once_the_target_is_out_of_reach():
+    from serl_launcher.evaluator import max_failures
+    from serl_launcher.utils.rollouts import evaluate
+
+    assert max_failures(0.9, 50) == 5 and max_failures(0.0, 50) == 50 and max_failures(-1.0, 50) is None
+    assert max_failures(1.0, 20) == 0
+    exp = load_experiment("pick_cube_sim")
+    config = exp.get_config()
+    apply_overrides(config, ["env.max_episode_steps=5"])
+    env = exp.make_env(config)
+    try:  # standing still never picks the cube: the 3rd failure ends an evaluation that allows 2
+        stats = evaluate(env, lambda obs: np.zeros(env.action_space.shape, np.float32), 10, seed=0, max_failures=2)
+    finally:
+        env.close()
+    assert stats["episodes"] == 3 and stats["success_rate"] == 0.0 and stats["success_ci_high"] < 0.6

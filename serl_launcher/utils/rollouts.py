@@ -41,8 +41,11 @@ def evaluate(
     act: Callable[[dict[str, np.ndarray]], np.ndarray],
     num_episodes: int,
     seed: int | None = None,
+    max_failures: int | None = None,
 ) -> dict[str, float]:
-    """Runs `num_episodes` with `act(observation) -> action` (no interventions).
+    """Runs `num_episodes` with `act(observation) -> action` (no interventions); with
+    `max_failures`, stops after that many failures plus one (a target success rate can then no
+    longer be reached), and the numbers cover the episodes run (``episodes``).
 
     Returns success rate (from ``info["success"]``) with its 95 % Wilson interval
     (``success_ci_low`` / ``success_ci_high``), mean return, mean length and mean episode wall
@@ -52,6 +55,8 @@ def evaluate(
     """
     successes, returns, lengths, durations = [], [], [], []
     for i in range(num_episodes):
+        if max_failures is not None and len(successes) - sum(successes) > max_failures:
+            break
         obs, _ = env.reset(seed=None if seed is None else seed + i)
         start, total, length, info = time.perf_counter(), 0.0, 0, {}
         done = False
@@ -64,12 +69,12 @@ def evaluate(
         returns.append(total)
         lengths.append(length)
         durations.append(time.perf_counter() - start)
-    low, high = wilson_interval(sum(successes), num_episodes)
+    low, high = wilson_interval(sum(successes), len(successes))
     stats = {
         "success_rate": float(np.mean(successes)),
         "success_ci_low": low,
         "success_ci_high": high,
-        "episodes": num_episodes,
+        "episodes": len(successes),
         "return": float(np.mean(returns)),
         "length": float(np.mean(lengths)),
         "episode_time_s": float(np.mean(durations)),
