@@ -207,6 +207,24 @@ def test_classifier_reward_drives_the_env(trained):
     small.close()
 
 
+def test_inprocess_runs_the_vision_experiment_at_smoke_size(trained, tmp_path):
+    """pick_cube_sim_vision's own config in the in-process loop (classifier reward, cameras,
+    patch encoder), tiny: it trains, evaluates and writes its records."""
+    from experiments.launch import SMOKE_SETTINGS
+    from experiments.mappings import apply_overrides, load_experiment
+    from serl_launcher.inprocess import run_inprocess
+
+    exp = load_experiment("pick_cube_sim_vision")
+    config = exp.get_config()
+    apply_overrides(config, [*SMOKE_SETTINGS, f"classifier.checkpoint={str(trained['checkpoint'])!r}",
+                             "demos.successes_needed=1", "actor.max_env_steps=150", "eval.every_s=0.0",
+                             "eval.episodes=1", "learner.training_starts=50"])
+    summary = run_inprocess(exp, config, run_dir=tmp_path, progress=False)
+    assert summary["env_steps"] == 150 and summary["updates"] > 0
+    assert summary["history"][-1]["episodes"] == 1
+    assert (tmp_path / "summary.json").is_file()
+
+
 def test_train_classifier_without_frames_says_what_to_do(tmp_path, subprocess_env):
     result = subprocess.run(
         [sys.executable, "scripts/train_classifier.py", "--exp_name", "pick_cube_sim_vision",
