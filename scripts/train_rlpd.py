@@ -152,6 +152,12 @@ def main(argv: list[str]) -> None:
     if _LEARNER.value == _ACTOR.value:
         raise app.UsageError("pass exactly one of --learner or --actor")
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    from serl_launcher.evaluator import check_eval_config
+
+    try:
+        check_eval_config(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
     if _LEARNER.value:
         run_learner(exp, config, folder)

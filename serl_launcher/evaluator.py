@@ -35,14 +35,27 @@ def target_reached(run_dir: str | Path, since: float) -> dict[str, Any] | None:
     after Unix time `since` (an older one belongs to an earlier session of the run)."""
     path = Path(run_dir) / TARGET_FILE
     try:
+        if path.stat().st_size > 64 << 10:  # not one of ours
+            return None
         record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return None  # being replaced right now, or not ours: read again later
-    if not isinstance(record, dict) or not isinstance(record.get("time"), (int, float)):
+    except Exception:  # being replaced right now, or not ours (bad JSON, absurd nesting): not a stop
         return None
-    return record if record["time"] >= since else None
+    stamp = record.get("time") if isinstance(record, dict) else None
+    if type(stamp) not in (int, float) or not math.isfinite(stamp) or stamp > time.time() + 60:
+        return None  # a time from the future would stop every later session of the run
+    return record if stamp >= since else None
+
+
+def check_eval_config(config: config_dict.ConfigDict) -> None:
+    """ValueError for eval settings that cannot work (before any process has started)."""
+    c = config.eval
+    if c.episodes < 1 or c.every_s < 0:
+        raise ValueError(f"eval.episodes must be >= 1 and eval.every_s >= 0 (got {c.episodes}, {c.every_s})")
+    if c.until_success > 1:
+        raise ValueError(f"eval.until_success is a success rate in [0, 1] (negative: never), not "
+                         f"{c.until_success}; e.g. 0.9 for 90 %")
 
 
 def max_failures(target: float, episodes: int) -> int | None:
@@ -69,7 +82,7 @@ class TargetWatch:
 
 
 def _write_target(run_dir: Path, record: dict[str, Any]) -> None:
-    tmp = run_dir / (TARGET_FILE + ".tmp")
+    tmp = run_dir / f"{TARGET_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, run_dir / TARGET_FILE)  # readers see the whole record or none
 
@@ -81,6 +94,7 @@ class Evaluator:
     def __init__(self, config: config_dict.ConfigDict, env: gym.Env, client, run_dir: str | Path):
         from serl_launcher.actor import initial_policy
 
+        check_eval_config(config)
         self.config, self.env, self.client, self.run_dir = config, env, client, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.policy = initial_policy(config, env.observation_space, env.action_space)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from serl_launcher.actor import make_acting_env
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
-from serl_launcher.evaluator import max_failures
+from serl_launcher.evaluator import check_eval_config, max_failures
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.rollouts import evaluate, make_transition, record_demos
@@ -45,6 +45,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
     """Trains `exp` with `config` until a budget or the evaluation target. Writes metrics.jsonl
     and summary.json into `run_dir` when given. Returns the evaluation history and totals."""
     c = config
+    check_eval_config(c)
     start = time.perf_counter()
     env, device = make_acting_env(exp, c, seed=c.seed)  # the actor's env: the scripted person may take over
     eval_env = exp.make_env(c)

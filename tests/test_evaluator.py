@@ -5,6 +5,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 from experiments.launch import SMOKE_SETTINGS
 from experiments.mappings import apply_overrides, load_experiment
@@ -75,3 +76,19 @@ def test_an_evaluation_stops_once_the_target_is_out_of_reach():
     finally:
         env.close()
     assert stats["episodes"] == 3 and stats["success_rate"] == 0.0 and stats["success_ci_high"] < 0.6
+
+
+def test_forged_target_files_and_bad_eval_settings(tmp_path):
+    from serl_launcher.evaluator import check_eval_config
+
+    for body in ("[" * 100_000, json.dumps({"time": 1e300}), '{"time": Infinity}', json.dumps({"time": True}),
+                 "x" * (70 << 10)):
+        (tmp_path / TARGET_FILE).write_text(body)
+        assert target_reached(tmp_path, since=0) is None, body[:40]
+    config = load_experiment("pick_cube_sim").get_config()
+    for bad in (["eval.until_success=90.0"], ["eval.episodes=0"]):
+        c = load_experiment("pick_cube_sim").get_config()
+        apply_overrides(c, bad)
+        with pytest.raises(ValueError, match="eval"):
+            check_eval_config(c)
+    check_eval_config(config)
