@@ -39,14 +39,14 @@ REPO = Path(__file__).resolve().parent.parent
 def eval_history(folder: Path, start_unix: float) -> list[dict]:
     """The evaluator's eval/ records of the run, wall-clock counted from `start_unix` to when the
     evaluated policy was received."""
-    from serl_launcher.utils.report import read_records
+    from serl_launcher.utils.report import evaluated_at, read_records
 
     path = folder / "metrics.jsonl"
     out = []
     for r in read_records(path) if path.is_file() else []:
         if "eval/success_rate" in r:
             out.append({**{k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")},
-                        "wall_s": r["time"] - r.get("eval/seconds", 0.0) - start_unix})
+                        "wall_s": evaluated_at(r) - start_unix})
     return out
 
 

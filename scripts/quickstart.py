@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         stop,
     )
     from experiments.mappings import experiment_dir, load_for_entry_point, run_dir
-    from serl_launcher.utils.report import read_records
+    from serl_launcher.utils.report import evaluated_at, read_records
 
     started = time.time()
     _, config = load_for_entry_point(_EXP_NAME.value)
@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
     reached = target_reached(folder, since=started)
     record = next((r for r in evaluations if reached and r["step"] == reached["learner_step"]), None)
     if record is not None:
-        when = record["time"] - record.get("eval/seconds", 0.0) - started
+        when = evaluated_at(record) - started
         lines.insert(-1, f"target {reached['target']:.0%} reached: {reached['success_rate']:.0%} success over "
                      f"{reached['episodes']} evaluation episodes (95 % CI {record['eval/success_ci_low']:.0%}-"
                      f"{record['eval/success_ci_high']:.0%}) after {when:.0f} s of wall-clock and "

@@ -31,13 +31,13 @@ import jax
 from ml_collections import config_dict
 from tqdm import tqdm
 
-from serl_launcher.actor import make_acting_env
+from serl_launcher.actor import evaluate_policy, make_acting_env
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
 from serl_launcher.evaluator import check_eval_config, max_failures
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
-from serl_launcher.utils.rollouts import evaluate, make_transition, record_demos
+from serl_launcher.utils.rollouts import make_transition, record_demos
 
 
 def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str | Path | None = None,
@@ -79,8 +79,8 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
     def run_eval(env_steps: int) -> dict[str, Any]:
         nonlocal eval_s
         t0 = time.perf_counter()
-        stats = evaluate(eval_env, lambda o: policy.sample_actions(o, rng, deterministic=True), c.eval.episodes,
-                         seed=c.eval.seed, max_failures=max_failures(target, c.eval.episodes))
+        stats = evaluate_policy(eval_env, policy, c.eval.episodes, seed=c.eval.seed,
+                                max_failures=max_failures(target, c.eval.episodes))  # as the evaluator does
         record = {"env_steps": env_steps, "learner_step": updates, "wall_s": t0 - start, "train_s": train_s(),
                   "seconds": time.perf_counter() - t0, **stats}
         eval_s += record["seconds"]

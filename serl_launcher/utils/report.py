@@ -200,11 +200,17 @@ def load_run(run_dir: str | Path) -> RunData:
                    end_time=max(finite, default=math.nan), problems=problems)
 
 
+def evaluated_at(record: dict[str, Any]) -> float:
+    """Unix time an eval/ record's policy was taken: the record is written when its episodes are
+    done (``eval/seconds`` later)."""
+    return _number(record.get("time")) - _number(record.get("eval/seconds", 0.0))
+
+
 def _eval_record(record: dict[str, Any]) -> dict[str, Any]:
     """An eval/ record (evaluator or in-process loop) as an evaluation: placed at the time its
     policy was taken (the record is written when the episodes are done)."""
     evaluation = {"source": "eval/ record", "success_rate": _number(record["eval/success_rate"]),
-                  "time": _number(record.get("time")) - (_number(record.get("eval/seconds")) if "eval/seconds" in record else 0.0),
+                  "time": evaluated_at(record),
                   "env_steps": _number(record.get("eval/env_steps"))}
     if "eval/learner_step" in record:
         evaluation["learner_step"] = int(_number(record["eval/learner_step"]))
