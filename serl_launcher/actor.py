@@ -86,7 +86,8 @@ class Actor:
         self.episodes = 0
         self._stop = threading.Event()
         # The run's folder, where the evaluator says when eval.until_success is reached.
-        self._target = TargetWatch(run_folder or run_dir, run_folder is not None and config.eval.until_success >= 0)
+        self._target = TargetWatch(run_folder or run_dir, run_folder is not None,
+                                   epoch=lambda: client.params_snapshot()[0])
 
     def stop(self) -> None:
         """Ends :meth:`run` after the current step (safe from a signal handler)."""

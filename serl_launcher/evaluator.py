@@ -19,6 +19,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from serl_launcher.utils.metrics import MetricsWriter
 TARGET_FILE = "target_reached.json"
 
 
-def target_reached(run_dir: str | Path, since: float) -> dict[str, Any] | None:
+def target_reached(run_dir: str | Path, since: float, epoch: str | None = None) -> dict[str, Any] | None:
     """The record of the evaluation that reached the run's target, if one was written at or
-    after Unix time `since` (an older one belongs to an earlier session of the run)."""
+    after Unix time `since` (an older one belongs to an earlier session of the run) and, when
+    `epoch` (the running learner's transport epoch) is given, of a policy of that learner: a
+    learner restarted while an evaluation of its predecessor's policy ran is not stopped by it."""
     path = Path(run_dir) / TARGET_FILE
     try:
         if path.stat().st_size > 64 << 10:  # not one of ours
@@ -45,7 +48,20 @@ def target_reached(run_dir: str | Path, since: float) -> dict[str, Any] | None:
     stamp = record.get("time") if isinstance(record, dict) else None
     if type(stamp) not in (int, float) or not math.isfinite(stamp) or stamp > time.time() + 60:
         return None  # a time from the future would stop every later session of the run
-    return record if stamp >= since else None
+    if stamp < since:
+        return None
+    if epoch is not None and record.get("epoch") not in (None, epoch):
+        return None
+    return record
+
+
+def check_simulated(config: config_dict.ConfigDict, role: str) -> None:
+    """ValueError when `role` (which drives its own env) is asked to run on a real arm: a second
+    process commanding the arm the actor drives."""
+    if not config.get("simulated", True):
+        raise ValueError(f"{config.exp_name} is a real arm (simulated=False): {role} would drive it beside the "
+                         f"actor. Evaluate saved checkpoints between sessions instead "
+                         f"(run_actor.sh --eval_checkpoint_step -1, with no actor running)")
 
 
 def check_eval_config(config: config_dict.ConfigDict) -> None:
@@ -68,16 +84,18 @@ def max_failures(target: float, episodes: int) -> int | None:
 
 
 class TargetWatch:
-    """`target_reached` at most every `period` s (cheap to call on every step)."""
+    """`target_reached` at most every `period` s (cheap to call on every step); `epoch` gives the
+    transport epoch of the learner this role serves (None while unknown)."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool, period: float = 0.5):
-        self.run_dir, self.enabled, self.period = Path(run_dir), enabled, period
+    def __init__(self, run_dir: str | Path, enabled: bool, period: float = 0.5,
+                 epoch: Callable[[], str | None] = lambda: None):
+        self.run_dir, self.enabled, self.period, self.epoch = Path(run_dir), enabled, period, epoch
         self.since, self._next, self.record = time.time(), 0.0, None
 
     def __call__(self) -> dict[str, Any] | None:
         if self.enabled and self.record is None and time.monotonic() >= self._next:
             self._next = time.monotonic() + self.period
-            self.record = target_reached(self.run_dir, self.since)
+            self.record = target_reached(self.run_dir, self.since, self.epoch())
         return self.record
 
 
@@ -85,6 +103,10 @@ def _write_target(run_dir: Path, record: dict[str, Any]) -> None:
     tmp = run_dir / f"{TARGET_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, run_dir / TARGET_FILE)  # readers see the whole record or none
+
+
+class EvaluatorFolderError(ValueError):
+    """The evaluator's run folder is not a learner's (see Evaluator._open_run_metrics)."""
 
 
 class Evaluator:
@@ -95,12 +117,10 @@ class Evaluator:
         from serl_launcher.actor import initial_policy
 
         check_eval_config(config)
+        check_simulated(config, "the live evaluator")
         self.config, self.env, self.client, self.run_dir = config, env, client, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.policy = initial_policy(config, env.observation_space, env.action_space)
-        # Appends to the learner's file: each record is one line written by one write() to a
-        # file opened for appending, so the two writers' lines never mix.
-        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.writer: MetricsWriter | None = None  # opened once the learner's folder is known to exist
         self.history: list[dict[str, Any]] = []
         self._stop = threading.Event()
 
@@ -123,9 +143,10 @@ class Evaluator:
             if latest is None or latest[0] in (0, evaluated):
                 self._stop.wait(0.2)
                 continue
-            step, params = latest
-            env_steps = self.client.params_env_steps
+            epoch, step, params, env_steps = self.client.params_snapshot()
             received = time.time()
+            if self.writer is None:
+                self.writer = self._open_run_metrics()
             self.policy = with_params(self.policy, params)
             next_start = time.monotonic() + c.every_s
             stats = evaluate_policy(self.env, self.policy, c.episodes, seed=c.seed,
@@ -142,7 +163,8 @@ class Evaluator:
                   + (" (stopped early: the target is out of reach)" if stats["episodes"] < c.episodes else ""),
                   flush=True)
             if target >= 0 and stats["episodes"] == c.episodes and stats["success_rate"] >= target:
-                reached = {"time": time.time(), "target": target, "learner_step": step, "env_steps": env_steps,
+                reached = {"time": time.time(), "target": target, "epoch": epoch, "learner_step": step,
+                           "env_steps": env_steps,
                            "success_rate": stats["success_rate"], "episodes": c.episodes}
                 _write_target(self.run_dir, reached)
                 print(f"[eval] target {target:.0%} reached at learner step {step}", flush=True)
@@ -150,7 +172,22 @@ class Evaluator:
         return {"evaluations": len(self.history), "target_reached": reached,
                 "last": self.history[-1] if self.history else None}
 
+    def _open_run_metrics(self) -> MetricsWriter:
+        """The learner's metrics.jsonl, once its params arrived (so after it wrote config.json:
+        the learner's file starts with its config header). A folder without the learner's
+        config.json is a mistyped --checkpoint_path: the results would go where nobody reads
+        them and a target reached there would stop nothing."""
+        if not (self.run_dir / "config.json").is_file():
+            raise EvaluatorFolderError(
+                f"{self.run_dir} has no config.json of a learner: the evaluator writes its results and "
+                f"the target into the learner's run folder, so give it the learner's --checkpoint_path "
+                f"(a learner on another machine: copy its config.json there first)")
+        # Appends to the learner's file: each record is one line written by one write() to a
+        # file opened for appending, so the two writers' lines never mix.
+        return MetricsWriter(self.run_dir / "metrics.jsonl")
+
     def close(self) -> None:
         self.client.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.env.close()

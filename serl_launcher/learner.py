@@ -127,9 +127,10 @@ class Learner:
         self._actor_stats: deque[tuple[str, dict]] = deque(maxlen=_STATS_QUEUE)
         self.actor_stats_dropped = 0
         self._stop = threading.Event()
-        self._target = TargetWatch(self.run_dir, config.eval.until_success >= 0)
         self.server = make_server(_CountingSink(self.store, self.limiter), self._on_stats,
                                   self.limiter.allowance)
+        # Always watched: an evaluator given eval.until_success stops the run even if this role was not.
+        self._target = TargetWatch(self.run_dir, True, epoch=lambda: self.server.epoch)
 
     # ------------------------------------------------------------------ state on disk
 

@@ -27,8 +27,10 @@ def test_evaluator_scores_published_params_and_writes_the_target(tmp_path):
     agent = SACAgent.create(jax.random.PRNGKey(1), env.observation_space, env.action_space, config.agent)
     hub = LocalHub()
     server = hub.server(lambda *a: None).start()
-    watch = TargetWatch(tmp_path, enabled=True, period=0.0)
+    watch = TargetWatch(tmp_path, enabled=True, period=0.0, epoch=lambda: server.epoch)
+    restarted = TargetWatch(tmp_path, enabled=True, period=0.0, epoch=lambda: "another learner")
     evaluator = Evaluator(config, env, hub.client("evaluator"), tmp_path)
+    (tmp_path / "config.json").write_text("{}")  # the learner's run folder
     try:
         server.publish_params(0, policy_params_numpy(agent), env_steps=0)  # untrained: skipped
         server.publish_params(7, policy_params_numpy(agent), env_steps=123)
@@ -49,7 +51,10 @@ def test_evaluator_scores_published_params_and_writes_the_target(tmp_path):
     # A target of 0 %: reached at the first evaluation; the run's other roles see it.
     reached = json.loads((tmp_path / TARGET_FILE).read_text())
     assert reached["learner_step"] == 7 and reached["env_steps"] == 123 and reached["target"] == 0.0
+    assert reached["epoch"] == server.epoch
     assert watch()["learner_step"] == 7
+    # A learner restarted (new epoch) while its predecessor's policy was evaluated is not stopped.
+    assert restarted() is None
 
 
 def test_a_target_from_an_earlier_session_is_ignored(tmp_path):
@@ -76,6 +81,7 @@ def test_an_evaluation_stops_once_the_target_is_out_of_reach():
     finally:
         env.close()
     assert stats["episodes"] == 3 and stats["success_rate"] == 0.0 and stats["success_ci_high"] < 0.6
+    assert stats["failed_truncated"] == 3 and stats["failed_terminated"] == 0  # all at the time limit
 
 
 def test_forged_target_files_and_bad_eval_settings(tmp_path):
@@ -92,3 +98,33 @@ def test_forged_target_files_and_bad_eval_settings(tmp_path):
         with pytest.raises(ValueError, match="eval"):
             check_eval_config(c)
     check_eval_config(config)
+    from serl_launcher.evaluator import check_simulated
+
+    check_simulated(config, "the live evaluator")
+    with pytest.raises(ValueError, match="real arm"):  # a second process driving the actor's arm
+        check_simulated(load_experiment("real_arm_template").get_config(), "the live evaluator")
+
+
+def test_an_evaluator_outside_a_learners_folder_is_refused(tmp_path):
+    """A mistyped --checkpoint_path: nothing written where nobody reads it, no target that stops nothing."""
+    import jax
+
+    from serl_launcher.agents.sac import SACAgent
+    from serl_launcher.evaluator import EvaluatorFolderError
+
+    exp = load_experiment("pick_cube_sim")
+    config = exp.get_config()
+    apply_overrides(config, [*SMOKE_SETTINGS, "eval.episodes=1", "eval.until_success=0.0"])
+    env = exp.make_env(config)
+    agent = SACAgent.create(jax.random.PRNGKey(1), env.observation_space, env.action_space, config.agent)
+    hub = LocalHub()
+    server = hub.server(lambda *a: None).start()
+    evaluator = Evaluator(config, env, hub.client("evaluator"), tmp_path / "typo")
+    try:
+        server.publish_params(3, policy_params_numpy(agent), env_steps=10)
+        with pytest.raises(EvaluatorFolderError, match="config.json"):
+            evaluator.run(max_evaluations=1)
+    finally:
+        evaluator.close()
+        server.close()
+    assert not (tmp_path / "typo").exists()

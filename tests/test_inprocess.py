@@ -67,3 +67,7 @@ def test_inprocess_refuses_what_the_learner_refuses():
     exp, config = config_of("pick_cube_sim", ["learner.rate_tolerance=0", "actor.max_env_steps=10"])
     with pytest.raises(ValueError, match="rate tolerance"):
         run_inprocess(exp, config, progress=False)
+    # A real arm is driven by its actor alone: refused before anything connects to it.
+    exp = load_experiment("real_arm_template")
+    with pytest.raises(ValueError, match="real arm"):
+        run_inprocess(exp, exp.get_config(), progress=False)

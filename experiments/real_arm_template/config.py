@@ -66,6 +66,7 @@ def get_config() -> config_dict.ConfigDict:
     c.actor.intervention.device = "spacemouse"  # a person: keyboard, spacemouse, gamepad, leader_arm
     c.learner.samples_per_insert = 512.0  # batch 256 x UTD 2: at most one learner step per env step
     c.actor.backpressure = False  # the arm paces itself (control_hz) and never waits for the learner
+    c.simulated = False  # no live evaluator, no in-process loop: one process drives the arm
     c.lock()
     return c
 

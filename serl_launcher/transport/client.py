@@ -63,6 +63,11 @@ class ParamsSlot:
     def latest(self) -> tuple[int, dict] | None:
         return self._value
 
+    def snapshot(self) -> tuple[str | None, int, dict | None, int | None]:
+        """(epoch, step, params, env_steps) of one publish, read together."""
+        with self._cond:
+            return self.epoch, self.step, None if self._value is None else self._value[1], self.env_steps
+
     def wait(self, timeout: float, newer_than: int | None) -> tuple[int, dict] | None:
         def ready() -> bool:
             return self._value is not None and (newer_than is None or self._value[0] > newer_than)
@@ -244,6 +249,10 @@ class ActorClient:
         """Env steps the learner had received when it published the newest params (None when
         it did not say)."""
         return self._params.env_steps
+
+    def params_snapshot(self) -> tuple[str | None, int, dict | None, int | None]:
+        """(learner epoch, step, params, env_steps) of the newest publish, all of the same one."""
+        return self._params.snapshot()
 
     def wait_for_params(
         self, timeout: float, newer_than: int | None = None

@@ -238,6 +238,9 @@ class LocalClient:
     def params_env_steps(self) -> int | None:
         return self._params.env_steps
 
+    def params_snapshot(self) -> tuple[str | None, int, dict | None, int | None]:
+        return self._params.snapshot()
+
     def credit_left(self) -> int | None:
         return self.credit.left(self._outbox.next_seq)
 
