@@ -30,7 +30,7 @@ _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes per evaluat
 _TARGET = flags.DEFINE_float("target", 0.9, "Success rate whose first time is reported.")
 _STOP = flags.DEFINE_bool("stop_at_target", True, "Stop each run at its first evaluation >= --target "
                           "(eval.until_success); --nostop_at_target trains the whole budget (stability).")
-_SET = flags.DEFINE_multi_string("set", [], "Extra config overrides for both roles (key=value).")
+_SET = flags.DEFINE_multi_string("set", [], "Extra config overrides (key=value) for every step: frames, classifier, demos, roles.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Results file.")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def run_seed(seed: int) -> dict:
     marks = {}
     settings = []
     if "classifier" in config:  # the reward comes from a classifier: frames, then training, first
-        checkpoint = prepare_classifier(_EXP.value, folder, env, seed=seed)
+        checkpoint = prepare_classifier(_EXP.value, folder, env, seed=seed, settings=_SET.value)
         settings.append(f"classifier.checkpoint={str(checkpoint)!r}")
         marks["classifier_s"] = time.monotonic() - start
         print(f"seed {seed}: classifier ready after {marks['classifier_s']:.0f} s "
@@ -83,7 +83,7 @@ def run_seed(seed: int) -> dict:
     demos = folder / "demos.pkl"
     subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
-                    "--seed", str(1000 + 100 * seed), *[a for x in settings for a in ("--set", x)]],
+                    "--seed", str(1000 + 100 * seed), *[a for x in [*settings, *_SET.value] for a in ("--set", x)]],
                    check=True, env=env, capture_output=True)
     marks["demos_s"] = time.monotonic() - start
     target = f"eval.until_success={_TARGET.value}" if _STOP.value else "eval.until_success=-1.0"

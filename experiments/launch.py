@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from experiments.mappings import experiment_dir
@@ -45,12 +46,20 @@ def start_role(exp_name: str, role: str, args: list[str], log: Path, env: dict[s
 
 
 def stop(processes: list[subprocess.Popen], timeout: float = 120) -> None:
-    """SIGTERM (the roles save and exit cleanly), then wait."""
+    """SIGTERM (the roles save and exit cleanly), then wait up to `timeout` s in all; a role
+    still running then is killed (what the learner acknowledged is on disk either way) and named."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
     for process in processes:
-        process.wait(timeout=timeout)
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"[launch] {' '.join(map(str, process.args))[-120:]} did not exit within {timeout:.0f} s of "
+                  f"SIGTERM; killing it", file=sys.stderr, flush=True)
+            process.kill()
+            process.wait()
 
 
 def prepare_classifier(exp_name: str, folder: Path, env: dict[str, str], seed: int = 0,
@@ -60,12 +69,12 @@ def prepare_classifier(exp_name: str, folder: Path, env: dict[str, str], seed: i
     Returns the checkpoint folder; pass ``classifier.checkpoint=<it>`` to the roles."""
     frames, checkpoint = Path(folder) / "classifier_frames.npz", Path(folder) / "classifier"
     scripts = Path(__file__).resolve().parent.parent / "scripts"
+    sets = [a for s in settings for a in ("--set", s)]
     if not frames.is_file():
         subprocess.run([sys.executable, str(scripts / "record_success_fail.py"), "--exp_name", exp_name,
-                        "--output", str(frames), "--seed", str(5000 + 1000 * seed), *record_flags],
+                        "--output", str(frames), "--seed", str(5000 + 1000 * seed), *record_flags, *sets],
                        check=True, env=env)
     if not (checkpoint / "classifier.json").is_file():
-        sets = [a for s in settings for a in ("--set", s)]
         subprocess.run([sys.executable, str(scripts / "train_classifier.py"), "--exp_name", exp_name,
                         "--data", str(frames), "--output", str(checkpoint), "--seed", str(seed), *sets],
                        check=True, env=env)

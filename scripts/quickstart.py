@@ -97,8 +97,15 @@ def main(argv: list[str]) -> None:
     evaluator = start_role(_EXP_NAME.value, "actor", ["--evaluator", *extra], folder / "evaluator.log", env)
     goal = f"until an evaluation reaches {_UNTIL.value:.0%} success, at most " if _UNTIL.value >= 0 else ""
     print(f"[quickstart] training {goal}{_MINUTES.value:g} min; logs in {folder}", flush=True)
+    # The learner's budget counts from its first update; past it plus this grace (start-up, the
+    # final save) something is stuck: stop everything rather than wait forever.
+    deadline = time.monotonic() + _MINUTES.value * 60 + 180
     try:
         while learner.poll() is None:
+            if time.monotonic() > deadline:
+                print(f"[quickstart] the learner is still running 3 min past its {_MINUTES.value:g} min budget; "
+                      f"stopping all roles (see {folder / 'learner.log'})", flush=True)
+                break
             time.sleep(5)
             train = last_records(folder / "metrics.jsonl", "replay/received") or {}
             episode = last_records(folder / "actor-sim-0" / "metrics.jsonl", "actor/success") or {}

@@ -48,6 +48,7 @@ _CONFIRM = flags.DEFINE_integer(
 _MAX_EPISODES = flags.DEFINE_integer("max_episodes", 2000, "Give up after this many episodes.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .npz (default: experiments/<exp>/<data_dir>/<exp>_<time>.npz).")
 _SEED = flags.DEFINE_integer("seed", 5000, "Seed of the first episode.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 class KeyLabel:
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.classifier import save_frames
 
-    exp, config = load_for_entry_point(_EXP_NAME.value)
+    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if _SUCCESSES.value < 1 or _FAILURES.value < 1:
         raise app.UsageError("--successes_needed and --failures_needed must be at least 1")
     if "classifier" not in config:
