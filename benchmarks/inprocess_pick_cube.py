@@ -134,7 +134,7 @@ def main(argv: list[str]) -> None:
         flags_ = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags_} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
-    from experiments.mappings import apply_overrides, load_experiment
+    from experiments.mappings import apply_overrides, demo_files, load_experiment
     from serl_launcher.inprocess import run_inprocess
 
     seeds = [int(s) for s in _SEEDS.value.split(",") if s.strip()]
@@ -151,7 +151,7 @@ def main(argv: list[str]) -> None:
         config.eval.every_s = _EVAL_EVERY.value
         config.eval.episodes = _EVAL_EPISODES.value
         start_cpu = time.process_time()
-        summary = run_inprocess(exp, config, progress=_PROGRESS.value)
+        summary = run_inprocess(exp, config, progress=_PROGRESS.value, demo_paths=demo_files(config))
         history = summary["history"]
         run = {
             "seed": seed,

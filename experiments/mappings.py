@@ -41,6 +41,13 @@ def resolve_path(exp_name: str, path: str) -> Path:
     return p if p.is_absolute() else experiment_dir(exp_name) / p
 
 
+def demo_files(config) -> list[Path]:
+    """The demo files a run of `config` trains from: ``demos.paths``, then every
+    ``experiments/<exp>/demos/*.pkl`` (what record_demos.py writes)."""
+    paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
+    return paths + sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
+
+
 def run_dir(exp_name: str, checkpoint_path: str) -> Path:
     """A run folder: absolute as given, else experiments/<exp>/runs/<checkpoint_path>."""
     p = Path(checkpoint_path).expanduser()

@@ -26,12 +26,12 @@ def main(argv: list[str]) -> None:
 
     from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.data import save_demos
-    from serl_launcher.utils.rollouts import record_demos
+    from serl_launcher.utils.rollouts import demonstrator_config, record_demos
 
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if _SUCCESSES.value < 1:
         raise app.UsageError("--successes_needed must be at least 1")
-    config.actor.intervention.noise = config.demos.noise  # the demonstrator's noise, not the helper's
+    config = demonstrator_config(config)  # the demonstrator's noise, not the helper's
     env = exp.make_env(config)
     device = exp.make_expert(env, config)
     if device is None:

@@ -43,7 +43,7 @@ def transport_config(config):
 
 
 def run_learner(exp, config, run_dir) -> None:
-    from experiments.mappings import experiment_dir, resolve_path
+    from experiments.mappings import demo_files
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
     from serl_launcher.transport import LearnerServer
@@ -54,8 +54,7 @@ def run_learner(exp, config, run_dir) -> None:
         env = exp.make_env(config)
         spaces = env.observation_space, env.action_space
         env.close()
-    demo_paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
-    demo_paths += sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
+    demo_paths = demo_files(config)
     tcfg = transport_config(config)
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
@@ -105,11 +104,12 @@ def run_actor(exp, config, run_dir) -> None:
 
 
 def run_evaluator(exp, config, run_dir) -> None:
-    from serl_launcher.evaluator import Evaluator
+    from serl_launcher.evaluator import Evaluator, EvaluatorFolderError, check_simulated
     from serl_launcher.transport import ActorClient
 
     actor_id = _ACTOR_ID.value or f"evaluator-{socket.gethostname()}"
     try:
+        check_simulated(config, "the live evaluator")  # before the env exists: it would connect to the arm
         client = ActorClient(transport_config(config), actor_id)  # receives params, sends nothing
     except ValueError as error:
         raise app.UsageError(str(error)) from None
@@ -118,6 +118,8 @@ def run_evaluator(exp, config, run_dir) -> None:
         signal.signal(sig, lambda *_: evaluator.stop())
     try:
         summary = evaluator.run()
+    except EvaluatorFolderError as error:
+        raise app.UsageError(str(error)) from None
     finally:
         evaluator.close()
     print(f"[eval] done: {json.dumps(summary)}", flush=True)

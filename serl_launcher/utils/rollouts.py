@@ -49,11 +49,13 @@ def evaluate(
 
     Returns success rate (from ``info["success"]``) with its 95 % Wilson interval
     (``success_ci_low`` / ``success_ci_high``), mean return, mean length and mean episode wall
-    time; and, when some episode succeeded, the cycle time HIL-SERL reports: mean steps
+    time; how the failures ended: ``failed_terminated`` (the env ended the episode, e.g. a
+    reward classifier that fired while the task was not done) and ``failed_truncated`` (the time
+    limit); and, when some episode succeeded, the cycle time HIL-SERL reports: mean steps
     (``cycle_steps``) and wall seconds (``cycle_s``) of the successful episodes. Episode i is
     reset with seed + i when `seed` is given.
     """
-    successes, returns, lengths, durations = [], [], [], []
+    successes, returns, lengths, durations, terminated_failures = [], [], [], [], 0
     for i in range(num_episodes):
         if max_failures is not None and len(successes) - sum(successes) > max_failures:
             break
@@ -66,6 +68,7 @@ def evaluate(
             length += 1
             done = terminated or truncated
         successes.append(bool(info.get("success", False)))
+        terminated_failures += bool(terminated) and not successes[-1]
         returns.append(total)
         lengths.append(length)
         durations.append(time.perf_counter() - start)
@@ -78,6 +81,8 @@ def evaluate(
         "return": float(np.mean(returns)),
         "length": float(np.mean(lengths)),
         "episode_time_s": float(np.mean(durations)),
+        "failed_terminated": terminated_failures,
+        "failed_truncated": len(successes) - sum(successes) - terminated_failures,
     }
     if any(successes):
         won = np.flatnonzero(successes)
@@ -99,6 +104,14 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     low, high = max(0.0, centre - half), min(1.0, centre + half)
     # Exactly 0 and 1 at the ends (the formula gives them up to rounding).
     return (0.0 if successes == 0 else low), (1.0 if successes == trials else high)
+
+
+def demonstrator_config(config):
+    """A copy of `config` for recording demonstrations: the expert's noise is ``demos.noise``
+    (``actor.intervention.noise`` is the noise of the scripted person helping during training)."""
+    config = config.copy_and_resolve_references()
+    config.actor.intervention.noise = config.demos.noise
+    return config
 
 
 def record_demos(
