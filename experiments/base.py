@@ -18,6 +18,9 @@ def base_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
     c.exp_name = ""
     c.seed = 0
+    # False: a real arm. One process drives it (the actor): the live evaluator and the
+    # in-process loop refuse to start; evaluate saved checkpoints between sessions instead.
+    c.simulated = True
     c.agent = rlpd_config()
     c.learner = config_dict.ConfigDict({
         "replay_capacity": 200_000,
@@ -102,7 +105,7 @@ def with_classifier_reward(env, config: config_dict.ConfigDict):
 
     try:
         model = load_classifier(resolve_path(config.exp_name, config.classifier.checkpoint))
-        return ClassifierReward(env, model, config.classifier.threshold)
+        return ClassifierReward(env, model, config.classifier.threshold, config.classifier.success_confirm)
     except FileNotFoundError as error:
         env.close()
         raise FileNotFoundError(

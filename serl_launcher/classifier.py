@@ -54,7 +54,8 @@ def classifier_config() -> config_dict.ConfigDict:
     return config_dict.ConfigDict({
         "image_keys": (),  # cameras the classifier sees (default: all cameras of the frames)
         "num_classes": 2,  # 2: success / not; K > 2: stages 0..K-1, the last is success
-        "threshold": 0.75,  # success when p(success) >= threshold (reward 1, episode ends)
+        "threshold": 0.75,  # success when p(success) >= threshold (reward 1, episode ends) ...
+        "success_confirm": 1,  # ... on this many consecutive steps
         "backbone": "small",  # better held-out precision than "patch" here; trained once
         "freeze_backbone": False,  # True: the backbone is not trained (use with pretrained_path)
         "pretrained_path": "",  # .npz of backbone weights (encoders.save_backbone_params layout)

@@ -200,11 +200,44 @@ def test_classifier_reward_drives_the_env(trained):
     assert infos[-1]["cube_lift"] >= 0.5 * config.env.lift_height, infos[-1]
     env.close()
 
-    config.env.image_height = config.env.image_width = 32
-    small = gym.make(config.env_id, config=config.env)
+    config.env.image_height = config.env.image_width = config.env.image_height // 2  # not the trained size
+    other = gym.make(config.env_id, config=config.env)
     with pytest.raises(ValueError, match="trained on"):
-        ClassifierReward(small, classifier, threshold=0.5)
-    small.close()
+        ClassifierReward(other, classifier, threshold=0.5)
+    other.close()
+
+
+def test_classifier_success_needs_confirm_consecutive_steps():
+    """With confirm=2 a single frame over the threshold (a classifier's false positive on the way
+    up) neither rewards nor ends the episode; two in a row do, and reset clears the streak."""
+    import gymnasium as gym
+
+    import sim_envs  # noqa: F401
+    from serl_launcher.wrappers.classifier_reward import ClassifierReward
+
+    class Scripted:  # the classifier's answers, in order (the wrapper's logic is under test)
+        def __init__(self, probabilities):
+            self.probabilities = list(probabilities)
+
+        def check_observation_space(self, space):
+            pass
+
+        def success_probability(self, observation):
+            return self.probabilities.pop(0)
+
+    base = gym.make("PandaPickCube-v0", max_episode_steps=50)
+    env = ClassifierReward(base, Scripted([0.95, 0.2, 0.95, 0.95, 0.95, 0.1, 0.95]), threshold=0.9, confirm=2)
+    env.reset(seed=0)
+    steps = [env.step(env.action_space.sample()) for _ in range(4)]
+    assert [s[1] for s in steps] == [0.0, 0.0, 0.0, 1.0]
+    assert [s[2] for s in steps] == [False, False, False, True]
+    assert [s[4]["classifier_streak"] for s in steps] == [1, 0, 1, 2]
+    assert [s[4]["classifier_success"] for s in steps] == [False, False, False, True]
+    env.reset(seed=1)  # one over-threshold step before the reset does not count after it
+    assert env.step(env.action_space.sample())[1:3] == (0.0, False)  # 0.95: streak 1
+    with pytest.raises(ValueError, match="success_confirm"):
+        ClassifierReward(base, Scripted([]), threshold=0.9, confirm=0)
+    env.close()
 
 
 def test_inprocess_runs_the_vision_experiment_at_smoke_size(trained, tmp_path):
