@@ -30,6 +30,7 @@ def get_config() -> config_dict.ConfigDict:
     c.unlock()
     c.exp_name = "pick_cube_sim_vision_gpu"
     c.env.image_height = c.env.image_width = 128
+    c.agent.shift_pad = c.classifier.shift_pad = 4  # as HIL-SERL at 128x128
     c.classifier.backbone = "resnet10"
     c.classifier.batch_size = 256
     c.classifier.hidden_dim = 256
