@@ -244,14 +244,9 @@ class ActorClient:
         """(step, params) of the newest params received so far; None before any."""
         return self._params.latest()
 
-    @property
-    def params_env_steps(self) -> int | None:
-        """Env steps the learner had received when it published the newest params (None when
-        it did not say)."""
-        return self._params.env_steps
-
     def params_snapshot(self) -> tuple[str | None, int, dict | None, int | None]:
-        """(learner epoch, step, params, env_steps) of the newest publish, all of the same one."""
+        """(learner epoch, step, params, env_steps) of the newest publish, all of the same one;
+        env_steps: what the learner had received by then (None when it did not say)."""
         return self._params.snapshot()
 
     def wait_for_params(

@@ -234,10 +234,6 @@ class LocalClient:
     def latest_params(self) -> tuple[int, dict] | None:
         return self._params.latest()
 
-    @property
-    def params_env_steps(self) -> int | None:
-        return self._params.env_steps
-
     def params_snapshot(self) -> tuple[str | None, int, dict | None, int | None]:
         return self._params.snapshot()
 
