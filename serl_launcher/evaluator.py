@@ -83,6 +83,12 @@ def max_failures(target: float, episodes: int) -> int | None:
     return int(math.floor((1.0 - target) * episodes + 1e-9))
 
 
+def meets_target(stats: dict[str, Any], target: float, episodes: int) -> bool:
+    """Whether a finished evaluation reaches `target`: every one of the `episodes` ran (one
+    stopped early by `max_failures` cannot) and its success rate is at least the target."""
+    return target >= 0 and stats["episodes"] == episodes and stats["success_rate"] >= target
+
+
 class TargetWatch:
     """`target_reached` at most every `period` s (cheap to call on every step); `epoch` gives the
     transport epoch of the learner this role serves (None while unknown)."""
@@ -162,7 +168,7 @@ class Evaluator:
                   f"{stats['success_ci_high']:.0%}) over {stats['episodes']} episodes in {record['seconds']:.1f} s"
                   + (" (stopped early: the target is out of reach)" if stats["episodes"] < c.episodes else ""),
                   flush=True)
-            if target >= 0 and stats["episodes"] == c.episodes and stats["success_rate"] >= target:
+            if meets_target(stats, target, c.episodes):
                 reached = {"time": time.time(), "target": target, "epoch": epoch, "learner_step": step,
                            "env_steps": env_steps,
                            "success_rate": stats["success_rate"], "episodes": c.episodes}

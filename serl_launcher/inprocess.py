@@ -35,7 +35,7 @@ from tqdm import tqdm
 from serl_launcher.actor import evaluate_policy, make_acting_env
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
-from serl_launcher.evaluator import check_eval_config, check_simulated, max_failures
+from serl_launcher.evaluator import check_eval_config, check_simulated, max_failures, meets_target
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
@@ -134,7 +134,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
                 record = run_eval(step)
                 next_eval = record["train_s"] + c.eval.every_s
                 bar.set_postfix(success=record["success_rate"])
-                if target >= 0 and record["episodes"] == c.eval.episodes and record["success_rate"] >= target:
+                if meets_target(record, target, c.eval.episodes):
                     reached = record
                     break
             bar.update(1)
@@ -143,7 +143,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         bar.close()
         if not history or history[-1]["env_steps"] != step:
             record = run_eval(step)
-            if reached is None and target >= 0 and record["episodes"] == c.eval.episodes and record["success_rate"] >= target:
+            if reached is None and meets_target(record, target, c.eval.episodes):
                 reached = record
         summary = {
             "env_steps": step, "updates": updates, "episodes": episodes, "intervened": intervened,

@@ -84,6 +84,15 @@ def test_an_evaluation_stops_once_the_target_is_out_of_reach():
     assert stats["failed_truncated"] == 3 and stats["failed_terminated"] == 0  # all at the time limit
 
 
+def test_only_a_complete_evaluation_meets_the_target():
+    from serl_launcher.evaluator import meets_target
+
+    assert meets_target({"episodes": 20, "success_rate": 0.9}, 0.9, 20)
+    assert not meets_target({"episodes": 20, "success_rate": 0.85}, 0.9, 20)
+    assert not meets_target({"episodes": 3, "success_rate": 1.0}, 0.9, 20)  # stopped early
+    assert not meets_target({"episodes": 20, "success_rate": 1.0}, -1.0, 20)  # no target
+
+
 def test_forged_target_files_and_bad_eval_settings(tmp_path):
     from serl_launcher.evaluator import check_eval_config
 
