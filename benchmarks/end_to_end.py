@@ -80,7 +80,7 @@ def run_seed(seed: int) -> dict:
         marks["classifier_s"] = time.monotonic() - start
         print(f"seed {seed}: classifier ready after {marks['classifier_s']:.0f} s "
               f"({json.loads((checkpoint / 'classifier.json').read_text())['report']['heldout']})", flush=True)
-    demos = folder / "demos.pkl"
+    demos = folder / "demos.npz"
     subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
                     "--seed", str(1000 + 100 * seed), *[a for x in [*settings, *_SET.value] for a in ("--set", x)]],

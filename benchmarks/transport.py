@@ -279,7 +279,8 @@ def _learner_restart(n: int) -> dict:
     try:
         from serl_launcher.data.store import DataStore
 
-        store = DataStore(run / "buffers", *spaces_, config.learner.replay_capacity)
+        store = DataStore(run / "buffers", *spaces_, config.learner.replay_capacity,
+                          include_grasp_penalty=config.agent.learned_gripper)
         spaces_[0].seed(0)
         spaces_[1].seed(0)
         seq = 0
@@ -288,7 +289,8 @@ def _learner_restart(n: int) -> dict:
             for _ in range(min(100, n - seq)):
                 obs, nxt = spaces_[0].sample(), spaces_[0].sample()
                 batch.append({"observations": obs, "next_observations": nxt, "actions": spaces_[1].sample(),
-                              "rewards": 0.0, "masks": 1.0, "dones": True, "intervened": False})
+                              "rewards": 0.0, "masks": 1.0, "dones": True, "intervened": False,
+                              "grasp_penalty": 0.0})
             store.deliver("actor-0", "00ff", seq, batch)
             store.commit()
             seq += len(batch)

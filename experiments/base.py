@@ -87,8 +87,23 @@ def base_config() -> config_dict.ConfigDict:
         # wall-clock cap.
         "until_success": -1.0,
     })
+    # The gripper toggle penalty of a learned gripper (agent.learned_gripper;
+    # serl_launcher.wrappers.grasp_penalty): `value` (<= 0; 0 turns it off) on each step whose
+    # gripper command would open a closed gripper or close an open one (closed: gripper_pose
+    # above `closed_above`); only the grasp critic sees it. HIL-SERL's value: -0.02.
+    c.grasp_penalty = config_dict.ConfigDict({"value": -0.02, "closed_above": 0.1})
     c.demos = config_dict.ConfigDict({
-        "paths": (),  # demo files (relative to the experiment folder); demos/*.pkl is always read
+        # Demo files (relative to the experiment folder), read before demos/*.npz, which is always
+        # read (what record_demos.py writes; serl_launcher.data.demos has the format).
+        "paths": (),
+        # No demo file at all is an error unless this says training without demos is meant.
+        "allow_none": False,
+        # Pickle demo files (older versions', the original HIL-SERL's) run any code they contain
+        # when loaded: refused unless True. Better: convert trusted ones with scripts/convert_demos.py.
+        "allow_pickle": False,
+        # The gripper command that closed the gripper where an original HIL-SERL file was
+        # recorded: -1 (its real Franka env) or +1 (its simulation); 0: not said, such files refused.
+        "hil_serl_gripper_close": 0.0,
         "successes_needed": 20,
         "noise": 0.1,
     })

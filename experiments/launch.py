@@ -19,6 +19,7 @@ SMOKE_SETTINGS = (
     "learner.steps_per_publish=10", "agent.hidden_dims=(32,32)", "agent.batch_size=32",
     "agent.utd_ratio=2", "agent.num_qs=2", "actor.log_period=50",
     "learner.samples_per_insert=64.0",  # batch 32 x UTD 2: one learner step per env step
+    "demos.allow_none=True",  # tests run the roles without recording demos first
 )
 
 

@@ -43,9 +43,11 @@ def resolve_path(exp_name: str, path: str) -> Path:
 
 def demo_files(config) -> list[Path]:
     """The demo files a run of `config` trains from: ``demos.paths``, then every
-    ``experiments/<exp>/demos/*.pkl`` (what record_demos.py writes)."""
+    ``experiments/<exp>/demos/*.npz`` (what record_demos.py writes) and ``*.pkl`` (older
+    versions' pickles: refused on load unless ``demos.allow_pickle``, never skipped quietly)."""
     paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
-    return paths + sorted((experiment_dir(config.exp_name) / "demos").glob("*.pkl"))
+    folder = experiment_dir(config.exp_name) / "demos"
+    return paths + sorted([*folder.glob("*.npz"), *folder.glob("*.pkl")])
 
 
 def run_dir(exp_name: str, checkpoint_path: str) -> Path:

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
         reward_settings = [f"classifier.checkpoint={str(checkpoint)!r}"]
 
     # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
-    demos = folder / "demos.pkl"
+    demos = folder / "demos.npz"
     if not demos.is_file():
         needed = "3" if _SMOKE.value else "20"
         print(f"[quickstart] recording {needed} expert demonstrations", flush=True)

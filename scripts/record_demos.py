@@ -4,7 +4,8 @@
     python ../../scripts/record_demos.py --exp_name pick_cube_sim --successes_needed 20
 
 In simulation the scripted expert drives; the file goes to experiments/<exp>/demos/ (or --output)
-and its name and transition count are printed. The learner reads every demos/*.pkl.
+and its name and transition count are printed. The learner reads every demos/*.npz (a numpy
+archive of plain arrays: loading it cannot run code; serl_launcher.data.demos has the format).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from absl import app, flags
 
 _EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
 _SUCCESSES = flags.DEFINE_integer("successes_needed", 20, "Successful episodes to record.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output file (default: experiments/<exp>/demos/<exp>_<N>_demos_<time>.pkl).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output file, .npz (default: experiments/<exp>/demos/<exp>_<N>_demos_<time>.npz).")
 _SEED = flags.DEFINE_integer("seed", 1000, "Seed of the first episode.")
 _SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
@@ -27,12 +28,15 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.data import save_demos
     from serl_launcher.utils.rollouts import demonstrator_config, record_demos
+    from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if _SUCCESSES.value < 1:
         raise app.UsageError("--successes_needed must be at least 1")
+    if _OUTPUT.value and not _OUTPUT.value.endswith(".npz"):
+        raise app.UsageError(f"--output {_OUTPUT.value}: demo files are numpy archives ending in .npz")
     config = demonstrator_config(config)  # the demonstrator's noise, not the helper's
-    env = exp.make_env(config)
+    env = with_grasp_penalty(exp.make_env(config), config)  # demo files carry the penalty the learner stores
     device = exp.make_expert(env, config)
     if device is None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to record demonstrations with")
@@ -40,7 +44,7 @@ def main(argv: list[str]) -> None:
     transitions = record_demos(env, device, _SUCCESSES.value, seed=_SEED.value,
                                progress=lambda ok, _: bar.update(ok - bar.n))
     bar.close()
-    name = f"{_EXP_NAME.value}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.pkl"
+    name = f"{_EXP_NAME.value}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
     path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
     save_demos(path, transitions)
     print(f"saved {len(transitions)} transitions from {_SUCCESSES.value} successful episodes to {path}")

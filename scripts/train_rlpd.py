@@ -44,6 +44,7 @@ def transport_config(config):
 
 def run_learner(exp, config, run_dir) -> None:
     from experiments.mappings import demo_files
+    from serl_launcher.data.demos import DemoFormatError, DemoReading, check_demo_supply
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
     from serl_launcher.transport import LearnerServer
@@ -59,6 +60,9 @@ def run_learner(exp, config, run_dir) -> None:
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
         make_rate_limiter(config)
+        DemoReading.from_config(config)
+        if not (run_dir / "buffers").is_dir():  # a resumed run's demo buffer is in its store
+            check_demo_supply(config, len(demo_paths), "learner")
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     try:
@@ -66,6 +70,8 @@ def run_learner(exp, config, run_dir) -> None:
                           demo_paths=demo_paths)
     except StoreRecoveryError as error:
         raise app.UsageError(f"cannot resume {run_dir}: {error}") from None
+    except DemoFormatError as error:
+        raise app.UsageError(f"bad demo file: {error}") from None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: learner.stop())  # stop cleanly: save checkpoint and buffers
     try:

@@ -43,8 +43,10 @@ def actor_seed(seed: int, actor_id: str) -> int:
 def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tuple[gym.Env, Any]:
     """(env, device) of an actor: the experiment's env, wrapped so the intervention device of
     ``actor.intervention`` (the scripted person seeded with `seed`, or a person's device) can
-    take over; device None when nobody intervenes."""
+    take over, then with the grasp penalty of a learned gripper (on the executed command,
+    intervention or not); device None when nobody intervenes."""
     from serl_launcher.human.devices import device_from_config
+    from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
     from serl_launcher.wrappers.intervention import InterventionWrapper
 
     env = exp.make_env(config)
@@ -54,7 +56,7 @@ def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tupl
     except BaseException:
         env.close()
         raise
-    return (env if device is None else InterventionWrapper(env, device)), device
+    return with_grasp_penalty(env if device is None else InterventionWrapper(env, device), config), device
 
 
 def initial_policy(config: config_dict.ConfigDict, observation_space, action_space) -> Policy:

@@ -34,11 +34,13 @@ from tqdm import tqdm
 
 from serl_launcher.actor import evaluate_policy, make_acting_env
 from serl_launcher.agents.sac import SACAgent
-from serl_launcher.data import ReplayBuffer, load_demos_into, sample_mixed
+from serl_launcher.data import DemoReading, ReplayBuffer, load_demos_into, sample_mixed
+from serl_launcher.data.demos import check_demo_supply
 from serl_launcher.evaluator import check_eval_config, check_simulated, max_failures, meets_target
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
+from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
 
 def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str | Path | None = None,
@@ -57,17 +59,19 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         eval_env = exp.make_env(c)
         obs_space, act_space = env.observation_space, env.action_space
         agent = SACAgent.create(jax.random.PRNGKey(c.seed), obs_space, act_space, c.agent)
-        online = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, seed=c.seed)
-        demo = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, seed=c.seed + 1)
+        penalty = c.agent.learned_gripper  # as the learner's store
+        online = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed)
+        demo = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed + 1)
         if c.demos.successes_needed:  # as record_demos.py does
-            demo_env = exp.make_env(c)
+            demo_env = with_grasp_penalty(exp.make_env(c), c)
             try:
                 expert = exp.make_expert(demo_env, demonstrator_config(c), seed=10_000 + c.seed)
                 demo.insert_many(record_demos(demo_env, expert, c.demos.successes_needed, seed=10_000 + c.seed))
             finally:
                 demo_env.close()
         if demo_paths:
-            load_demos_into(demo, [Path(p) for p in demo_paths])  # as the learner does
+            load_demos_into(demo, [Path(p) for p in demo_paths], DemoReading.from_config(c))  # as the learner does
+        check_demo_supply(c, len(demo), "in-process loop")
         writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=redact_secrets(c.to_dict())) if run_dir else None
 
         rng = jax.random.PRNGKey(c.seed + 1)

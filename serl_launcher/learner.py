@@ -39,7 +39,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from serl_launcher.agents.sac import SACAgent
-from serl_launcher.data import Prefetcher, sample_mixed
+from serl_launcher.data import DemoReading, Prefetcher, sample_mixed
 from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.data.store import DataStore
 from serl_launcher.evaluator import TargetWatch
@@ -108,7 +108,9 @@ class Learner:
         make_rate_limiter(config)  # a bad rate setting fails before anything is loaded
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", max_to_keep=3)
         self.store = DataStore(self.run_dir / "buffers", observation_space, action_space, c.replay_capacity,
-                               seed=config.seed, sync=c.log_sync, demo_paths=demo_paths,
+                               seed=config.seed, include_grasp_penalty=config.agent.learned_gripper,
+                               sync=c.log_sync, demo_paths=demo_paths,
+                               demo_reading=DemoReading.from_config(config),
                                resuming=self.checkpoints.latest_step() is not None, salvage=c.salvage)
         self.online, self.demo = self.store.online, self.store.demo
         print(f"[learner] {self.store.describe_recovery()}", flush=True)

@@ -162,6 +162,46 @@ def test_the_key_never_reaches_the_run_folder(tmp_path, subprocess_env):
     assert not leaks, leaks
 
 
+def test_the_grasp_penalty_goes_from_the_env_through_the_actor_and_transport_into_the_update(
+        tmp_path, subprocess_env):
+    """Learner and actor processes: the toggles the actor's env penalised are in the learner's
+    buffer, each exactly where the rule puts it, and the sampled batches' mean penalty that the
+    learner logs from its grasp-critic update is negative."""
+    from experiments.mappings import load_experiment
+    from serl_launcher.data import ReplayBuffer
+    from serl_launcher.wrappers.grasp_penalty import toggles
+
+    run = tmp_path / "run"
+    args = role_args(str(run), SMOKE_SETTINGS)
+    learner = start_role("pick_cube_sim", "learner", [*args, "--set", "learner.max_steps=60"], tmp_path / "learner.log",
+                         subprocess_env)
+    actor = start_role("pick_cube_sim", "actor", ["--actor_id", "a0", *args, "--set", "actor.max_env_steps=300"],
+                       tmp_path / "actor.log", subprocess_env)
+    try:
+        learner.wait(timeout=300)
+        actor.wait(timeout=300)
+    finally:
+        stop([learner, actor], timeout=60)
+    assert learner.returncode == 0, text(tmp_path / "learner.log")[-3000:]
+    logged = [json.loads(line) for line in text(run / "metrics.jsonl").splitlines()]
+    means = [r["train/grasp_penalty_mean"] for r in logged if "train/grasp_penalty_mean" in r]
+    assert means and min(means) < 0.0 and max(means) <= 0.0, means
+
+    exp = load_experiment("pick_cube_sim")
+    config = exp.get_config()
+    probe = exp.make_env(config)
+    gripper = probe.unwrapped.state_layout.slice("gripper_pose")
+    buffer = ReplayBuffer.load(run / "buffers" / "online", probe.observation_space, probe.action_space)
+    probe.close()
+    assert buffer.include_grasp_penalty and len(buffer) > 100
+    batch = buffer.sample(2000)
+    closed = batch["observations"]["state"][:, gripper][:, 0] > config.grasp_penalty.closed_above
+    expected = [config.grasp_penalty.value if toggles(a, c) else 0.0
+                for a, c in zip(batch["actions"][:, -1], closed, strict=True)]
+    np.testing.assert_allclose(batch["grasp_penalty"], expected, rtol=1e-6)
+    assert (batch["grasp_penalty"] < 0).any()
+
+
 def test_evaluation_mode_reports_success_rate(tmp_path, subprocess_env):
     """--eval_checkpoint_step on a run folder trained a few steps (in-process, to be quick)."""
     import jax

@@ -51,7 +51,7 @@ def test_takeovers_fade_as_the_policy_succeeds():
 
 
 def test_record_demos_script(tmp_path, python, subprocess_env):
-    out = tmp_path / "demos.pkl"
+    out = tmp_path / "demos.npz"
     result = subprocess.run(
         [python, str(REPO / "scripts/record_demos.py"), "--exp_name", "pick_cube_sim",
          "--successes_needed", "2", "--output", str(out)],
@@ -62,6 +62,10 @@ def test_record_demos_script(tmp_path, python, subprocess_env):
     transitions = load_demos(out)
     assert all(t["intervened"] for t in transitions)
     assert sum(t["rewards"] for t in transitions) == 2.0 and sum(bool(t["dones"]) for t in transitions) == 2
+    # pick_cube_sim has a learned gripper: each transition carries its toggle penalty, and the
+    # expert's grasp (closing the open gripper) is penalised at least once per episode
+    penalties = np.array([t["grasp_penalty"] for t in transitions])
+    assert set(np.unique(penalties)) <= {0.0, np.float32(-0.02)} and (penalties < 0).sum() >= 2
 
 
 def test_unknown_experiment_lists_the_known_ones(python, subprocess_env):

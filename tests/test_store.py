@@ -435,7 +435,7 @@ def test_every_kill_point_in_a_store_is_exact(tmp_path):
 def test_a_crash_in_a_new_stores_first_snapshot_starts_it_again(tmp_path, monkeypatch):
     from serl_launcher.data.demos import save_demos
 
-    demos = save_demos(tmp_path / "demos.pkl", stream(9, 12, intervened_every=1))
+    demos = save_demos(tmp_path / "demos.npz", stream(9, 12, intervened_every=1))
     original = ReplayBuffer.save
 
     def die_on_demo(self, directory, *args, **kwargs):

@@ -326,6 +326,7 @@ class SACAgent(struct.PyTreeNode):
             return losses.grasp_critic_loss(apply({"params": params["grasp_critic"]}, features), grasp_actions, target)
 
         grads, info = jax.grad(loss_fn, has_aux=True)(self.grasp_critic.params)
+        info = {**info, "grasp_penalty_mean": penalty.mean()}  # shows the penalty reached the update
         grasp = self.grasp_critic.apply_gradients(grads=grads)
         target_grasp = jax.tree.map(
             functools.partial(losses.polyak, tau=c.tau), self.target_grasp_critic, grasp.params["grasp_critic"]

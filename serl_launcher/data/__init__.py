@@ -1,6 +1,12 @@
 """Replay buffers, mixed RLPD sampling, background prefetch and demo files."""
 
-from serl_launcher.data.demos import DemoFormatError, load_demos, load_demos_into, save_demos
+from serl_launcher.data.demos import (
+    DemoFormatError,
+    DemoReading,
+    load_demos,
+    load_demos_into,
+    save_demos,
+)
 from serl_launcher.data.prefetch import Prefetcher
 from serl_launcher.data.replay_buffer import (
     BufferFormatError,
@@ -13,6 +19,7 @@ from serl_launcher.data.transitions import TransitionSpec
 __all__ = [
     "BufferFormatError",
     "DemoFormatError",
+    "DemoReading",
     "Prefetcher",
     "ReplayBuffer",
     "TransitionSpec",

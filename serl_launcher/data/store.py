@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from serl_launcher.data.demos import load_demos_into
+from serl_launcher.data.demos import DemoReading, load_demos_into
 from serl_launcher.data.replay_buffer import (
     MANIFEST,
     BufferFormatError,
@@ -92,7 +92,8 @@ class DataStore:
         observation_space, action_space, capacity, include_grasp_penalty: the buffers' shape.
         seed: the buffers' sampling seeds (online `seed`, demo `seed + 1`).
         sync: the log's sync policy, "fsync" (power-cut safe) or "write" (kill -9 safe).
-        demo_paths: demo files loaded into the demo buffer when the store is created.
+        demo_paths: demo files loaded into the demo buffer when the store is created, read as
+            `demo_reading` allows (serl_launcher.data.demos).
         resuming: the run has other state (checkpoints): a missing store is an error then.
         salvage: recover what intact files hold instead of refusing (reported in `recovery`).
     """
@@ -100,7 +101,8 @@ class DataStore:
     def __init__(self, directory: str | os.PathLike, observation_space: spaces.Dict,
                  action_space: spaces.Box, capacity: int, *, seed: int = 0,
                  include_grasp_penalty: bool = False, sync: str = "fsync",
-                 demo_paths: Iterable[str | os.PathLike] = (), resuming: bool = False,
+                 demo_paths: Iterable[str | os.PathLike] = (), demo_reading: DemoReading | None = None,
+                 resuming: bool = False,
                  salvage: bool = False, log_segment_bytes: int = 256 << 20):
         self.directory = Path(directory)
         self.online = ReplayBuffer(observation_space, action_space, capacity,
@@ -116,6 +118,7 @@ class DataStore:
         self.broken: BaseException | None = None  # set when the store must not take more data
         started = time.perf_counter()
         scan = LogScan()
+        self.demo_reading = demo_reading or DemoReading()
         self.recovery = self._recover(observation_space, action_space, list(demo_paths),
                                       resuming, salvage, scan)
         self.log = TransitionLog(self.directory / "log", next_lsn=self._lsn + 1, sync=sync,
@@ -151,7 +154,7 @@ class DataStore:
                 report["lost"].append(f"{state_path} and the buffer snapshots are missing")
             report["fresh"] = True
             for path in demo_paths:
-                load_demos_into(self.demo, [path])
+                load_demos_into(self.demo, [path], self.demo_reading)
             self._lsn = 0
             return report
         else:

@@ -140,7 +140,8 @@ def record_demos(
         while not done:
             action = np.asarray(device.get_action(obs).action, dtype=np.float32)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            episode.append(make_transition(obs, action, next_obs, reward, terminated, truncated, intervened=True))
+            episode.append(make_transition(obs, action, next_obs, reward, terminated, truncated, intervened=True,
+                                           grasp_penalty=info.get("grasp_penalty")))
             obs, done = next_obs, terminated or truncated
         if info.get("success"):
             transitions += episode
