@@ -8,8 +8,9 @@ every --eval_every_s seconds the newest published policy, deterministic, no inte
 --eval_episodes episodes), all as separate processes; with --stop_at_target the run stops at the
 first evaluation >= --target (eval.until_success). Reports success rate against wall-clock (from
 before the demos) and env steps, the time to reach the target, and when the demos were done,
-the first update and the first episode happened. Writes
-benchmarks/results/end_to_end_<exp>.json.
+the first update and the first episode happened. With --bc_warm_start, scripts/train_bc.py
+clones the demos first (its time counts; its own evaluation is reported) and SAC starts from
+the BC policy (agent.init_actor_from). Writes benchmarks/results/end_to_end_<exp>.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes per evaluat
 _TARGET = flags.DEFINE_float("target", 0.9, "Success rate whose first time is reported.")
 _STOP = flags.DEFINE_bool("stop_at_target", True, "Stop each run at its first evaluation >= --target "
                           "(eval.until_success); --nostop_at_target trains the whole budget (stability).")
+_BC = flags.DEFINE_bool("bc_warm_start", False, "Clone the demos with train_bc.py, then start SAC from it.")
 _SET = flags.DEFINE_multi_string("set", [], "Extra config overrides (key=value) for every step: frames, classifier, demos, roles.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Results file.")
 
@@ -86,6 +88,19 @@ def run_seed(seed: int) -> dict:
                     "--seed", str(1000 + 100 * seed), *[a for x in [*settings, *_SET.value] for a in ("--set", x)]],
                    check=True, env=env, capture_output=True)
     marks["demos_s"] = time.monotonic() - start
+    bc = None
+    if _BC.value:
+        out = subprocess.run([sys.executable, str(REPO / "scripts/train_bc.py"), "--exp_name", _EXP.value,
+                              "--checkpoint_path", str(folder / "bc"), "--eval_n_trajs", str(_EVAL_EPISODES.value),
+                              *[a for x in [*settings, f"seed={seed}", f"demos.paths=({str(demos)!r},)", *_SET.value]
+                                for a in ("--set", x)]],
+                             check=True, env=env, capture_output=True, text=True)
+        marks["bc_s"] = time.monotonic() - start
+        bc = next(json.loads(line) for line in (folder / "bc" / "metrics.jsonl").read_text().splitlines()
+                  if "eval/success_rate" in line)["eval/success_rate"]
+        print(f"seed {seed}: BC done after {marks['bc_s']:.0f} s, its success {bc:.0%}; "
+              f"{out.stdout.strip().splitlines()[-1]}", flush=True)
+        settings.append(f"agent.init_actor_from={str(folder / 'bc' / 'policy')!r}")
     target = f"eval.until_success={_TARGET.value}" if _STOP.value else "eval.until_success=-1.0"
     args = role_args(name, [*settings, f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
                             f"demos.paths=({str(demos)!r},)", f"eval.every_s={_EVAL_EVERY.value}",
@@ -111,7 +126,7 @@ def run_seed(seed: int) -> dict:
         marks[key] = None if t is None else t - start_unix
     history = eval_history(folder, start_unix)
     reached = next((h for h in history if h["success_rate"] >= _TARGET.value), None)
-    return {"seed": seed, "run": str(folder), "history": history, "marks": marks,
+    return {"seed": seed, "run": str(folder), "history": history, "marks": marks, "bc_success_rate": bc,
             "time_to_target_s": reached["wall_s"] if reached else None,
             "env_steps_to_target": reached["env_steps"] if reached else None,
             "final_success_rate": history[-1]["success_rate"] if history else 0.0}

@@ -92,6 +92,10 @@ def base_config() -> config_dict.ConfigDict:
     # gripper command would open a closed gripper or close an open one (closed: gripper_pose
     # above `closed_above`); only the grasp critic sees it. HIL-SERL's value: -0.02.
     c.grasp_penalty = config_dict.ConfigDict({"value": -0.02, "closed_above": 0.1})
+    # Behaviour cloning (scripts/train_bc.py) on the demos (and, for HG-DAgger, a run's
+    # interventions), with the networks of `agent` so SAC can start from it
+    # (agent.init_actor_from); lr and batch_size 0: the agent's actor_lr and batch_size.
+    c.bc = config_dict.ConfigDict({"steps": 2000, "lr": 0.0, "batch_size": 0, "log_period": 100})
     c.demos = config_dict.ConfigDict({
         # Demo files (relative to the experiment folder), read before demos/*.npz, which is always
         # read (what record_demos.py writes; serl_launcher.data.demos has the format).

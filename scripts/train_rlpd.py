@@ -43,7 +43,7 @@ def transport_config(config):
 
 
 def run_learner(exp, config, run_dir) -> None:
-    from experiments.mappings import demo_files
+    from experiments.mappings import demo_files, resolve_path
     from serl_launcher.data.demos import DemoFormatError, DemoReading, check_demo_supply
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
@@ -56,6 +56,10 @@ def run_learner(exp, config, run_dir) -> None:
         spaces = env.observation_space, env.action_space
         env.close()
     demo_paths = demo_files(config)
+    actor_from = resolve_path(config.exp_name, config.agent.init_actor_from) if config.agent.init_actor_from else None
+    if actor_from is not None and not (actor_from / "policy.json").is_file():
+        raise app.UsageError(f"agent.init_actor_from: {actor_from} is not an exported policy folder (no policy.json); "
+                             f"scripts/train_bc.py writes one to <run folder>/policy")
     tcfg = transport_config(config)
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
@@ -67,7 +71,7 @@ def run_learner(exp, config, run_dir) -> None:
         raise app.UsageError(str(error)) from None
     try:
         learner = Learner(config, *spaces, run_dir, make_server=lambda *a: LearnerServer(tcfg, *a),
-                          demo_paths=demo_paths)
+                          demo_paths=demo_paths, actor_from=actor_from)
     except StoreRecoveryError as error:
         raise app.UsageError(f"cannot resume {run_dir}: {error}") from None
     except DemoFormatError as error:
@@ -132,19 +136,16 @@ def run_evaluator(exp, config, run_dir) -> None:
 
 
 def run_eval(exp, config, run_dir) -> None:
-    import jax
-
     from serl_launcher.actor import evaluate_policy
-    from serl_launcher.agents.sac import SACAgent
-    from serl_launcher.utils.checkpoints import CheckpointManager
+    from serl_launcher.utils.checkpoints import CheckpointManager, build_agent
 
     env = exp.make_env(config, render_mode="rgb_array" if _EVAL_VIDEO.value else None)
     manager = CheckpointManager(run_dir / "checkpoints")
-    template = SACAgent.create(jax.random.PRNGKey(config.seed), env.observation_space, env.action_space, config.agent)
     step = manager.latest_step() if _EVAL_STEP.value == -1 else _EVAL_STEP.value
     if step is None or step not in manager.all_steps():
         raise app.UsageError(f"no checkpoint at step {_EVAL_STEP.value} in {run_dir / 'checkpoints'} "
                              f"(available: {manager.all_steps()})")
+    template = build_agent(manager.meta(step), seed=config.seed)  # SAC or BC, as the checkpoint says
     agent, _ = manager.restore(template, step=step, observation_space=env.observation_space)
     video = run_dir / f"eval_{step}.mp4" if _EVAL_VIDEO.value else None
     stats = evaluate_policy(env, agent.policy(), _EVAL_N.value, seed=config.seed + 12345, video_path=video)

@@ -38,15 +38,18 @@ from serl_launcher.data import DemoReading, ReplayBuffer, load_demos_into, sampl
 from serl_launcher.data.demos import check_demo_supply
 from serl_launcher.evaluator import check_eval_config, check_simulated, max_failures, meets_target
 from serl_launcher.learner import make_rate_limiter
+from serl_launcher.utils.checkpoints import warm_start
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
 from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
 
 def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str | Path | None = None,
-                  progress: bool = True, demo_paths: Sequence[str | Path] = ()) -> dict[str, Any]:
+                  progress: bool = True, demo_paths: Sequence[str | Path] = (),
+                  actor_from: str | Path | None = None) -> dict[str, Any]:
     """Trains `exp` with `config` until a budget or the evaluation target. `demo_paths`: demo
-    files to train from as well (the learner's are ``experiments.mappings.demo_files(config)``).
+    files to train from as well (the learner's are ``experiments.mappings.demo_files(config)``);
+    `actor_from`: an exported policy folder to start from (``agent.init_actor_from``, resolved).
     Writes metrics.jsonl and summary.json into `run_dir` when given. Returns the evaluation
     history and totals."""
     c = config
@@ -59,6 +62,8 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         eval_env = exp.make_env(c)
         obs_space, act_space = env.observation_space, env.action_space
         agent = SACAgent.create(jax.random.PRNGKey(c.seed), obs_space, act_space, c.agent)
+        if actor_from is not None:
+            agent = warm_start(agent, actor_from)  # as the learner does
         penalty = c.agent.learned_gripper  # as the learner's store
         online = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed)
         demo = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed + 1)

@@ -225,6 +225,49 @@ def test_bc_agent_fits_demonstrations():
     assert float(jnp.mean((predicted - actions) ** 2)) < 0.02
 
 
+def test_bc_trains_the_image_encoder_and_the_gripper_head():
+    """BC from pixels with a learned gripper: the encoder's weights move (the BC loss trains
+    them), and the gripper head learns which of open / stay / close the demos chose."""
+    space = image_space(16)
+    config = small(bc_config(), learned_gripper=True, lr=3e-3)
+    config.encoder.backbone, config.encoder.pooling = "patch", "avg"
+    agent = BCAgent.create(jax.random.PRNGKey(0), space, ACTION_SPACE, config)
+    before = jax.tree.map(np.array, agent.state.params["encoder"])
+    rng = np.random.default_rng(0)
+    n = 48
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    grip = np.where(images[:, :, :, 0].mean(axis=(1, 2)) > 127, 1.0, -1.0)  # seen only in the image
+    states = rng.uniform(-1, 1, (n, 6)).astype(np.float32)
+    batch = {"observations": {"state": states, "front": images, "wrist": images},
+             "actions": np.concatenate([np.zeros((n, 3)), grip[:, None]], axis=1).astype(np.float32)}
+    for _ in range(300):
+        agent, metrics = agent.update(batch)
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                    jax.tree.leaves(agent.state.params["encoder"]), strict=True)]
+    assert all(moved), "every encoder weight should be trained by the BC loss"
+    assert float(metrics["gripper_accuracy"]) > 0.95
+    acted = agent.policy().act(batch["observations"], jax.random.PRNGKey(1), deterministic=True)
+    np.testing.assert_array_equal(np.asarray(acted[:, -1]), grip)
+
+
+def test_sac_starts_from_a_bc_policy():
+    from serl_launcher.agents.bc import bc_config_for
+
+    sac = small(sac_config(), learned_gripper=True)
+    bc = BCAgent.create(jax.random.PRNGKey(5), STATE_SPACE, ACTION_SPACE, bc_config_for(sac))
+    agent = SACAgent.create(jax.random.PRNGKey(0), STATE_SPACE, ACTION_SPACE, sac)
+    obs = {"state": jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (16, 6)), jnp.float32)}
+    key = jax.random.PRNGKey(2)
+    assert not np.allclose(agent.policy().act(obs, key, True), bc.policy().act(obs, key, True))
+    started = agent.with_actor_from(bc.policy())
+    np.testing.assert_array_equal(started.policy().act(obs, key, True), bc.policy().act(obs, key, True))
+    assert leaves_equal(started.target_critic, agent.target_critic)  # the critics are untouched
+    started, _ = started.update(random_batch(STATE_SPACE, 16, gripper=True))  # and it trains
+    other = BCAgent.create(jax.random.PRNGKey(5), STATE_SPACE, ACTION_SPACE, small(bc_config(), hidden_dims=(16, 16)))
+    with pytest.raises(ValueError, match="does not fit this agent"):
+        agent.with_actor_from(other.policy())
+
+
 def test_adam_state_is_per_network():
     agent = SACAgent.create(jax.random.PRNGKey(0), STATE_SPACE, ACTION_SPACE, small(sac_config()))
     # Each TrainState's optimizer state covers exactly its own parameters.

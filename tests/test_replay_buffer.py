@@ -111,6 +111,25 @@ def test_intervention_segments_are_never_stitched():
     assert check_batch(buf.sample(500)) == {(0, 0), (0, 1), (0, 5), (0, 6), (0, 9)}
 
 
+def test_transitions_come_back_oldest_first_and_interventions_alone():
+    buf = ReplayBuffer(*make_spaces(), capacity=24, seed=0)
+    stream = [transition(ep, s, intervened=s % 3 == 0) for ep in range(4) for s in range(6)]
+    for t in stream:
+        t["dones"] = t["actions"][1] == 5
+    buf.insert_many(stream)  # 28 rows into 24: the oldest episode's first rows are gone
+    held = buf.transitions()
+    assert len(held) == len(buf)
+    pairs = [tuple(int(x) for x in t["actions"]) for t in held]
+    assert pairs == sorted(pairs) and pairs[-1] == (3, 5)
+    check_batch({k: (np.stack([t[k] for t in held]) if k not in ("observations", "next_observations")
+                     else {c: np.stack([t[k][c] for t in held]) for c in held[0][k]}) for k in held[0]})
+    interventions = buf.transitions(intervened_only=True)
+    assert [tuple(int(x) for x in t["actions"]) for t in interventions] == [p for p in pairs if p[1] % 3 == 0]
+    assert all(t["intervened"] for t in interventions)
+    copy = ReplayBuffer(*make_spaces(), capacity=64)
+    assert copy.insert_many(interventions) == len(interventions)  # they insert as transitions
+
+
 def test_contiguous_steps_share_frames():
     buf = ReplayBuffer(*make_spaces(), capacity=32)
     buf.insert_many(episode(0, 10, end="open"))

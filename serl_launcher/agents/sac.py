@@ -55,6 +55,10 @@ def sac_config() -> config_dict.ConfigDict:
     c.critic_lr = 3e-4
     c.temp_lr = 3e-4
     c.init_temperature = 1.0
+    # Warm start: an exported BC policy folder (scripts/train_bc.py writes <run>/policy; relative
+    # paths are in the experiment folder) whose encoder, actor and gripper head a fresh learner
+    # starts from (SACAgent.with_actor_from); "" starts from scratch. Ignored when resuming.
+    c.init_actor_from = ""
     c.target_entropy = config_dict.placeholder(float)  # None: -action_dim / 2
     c.backup_entropy = True
     c.reward_bias = 0.0
@@ -117,6 +121,27 @@ def make_optimizer(lr: float, params: Params) -> optax.GradientTransformation:
     """Adam for trainable leaves; frozen-backbone leaves get no update and no optimizer state."""
     labels = traverse_util.path_aware_map(lambda path, _: "frozen" if is_frozen_path(path) else "train", params)
     return optax.multi_transform({"train": optax.adam(lr), "frozen": optax.set_to_zero()}, labels)
+
+
+def make_encoder(c: config_dict.ConfigDict) -> ObservationEncoder:
+    """The observation encoder of an agent config (``image_keys`` filled, ``encoder``)."""
+    e = c.encoder
+    return ObservationEncoder(
+        image_keys=tuple(c.image_keys), backbone=e.backbone, freeze_backbone=e.freeze_backbone,
+        pooling=e.pooling, num_spatial_features=e.num_spatial_features,
+        bottleneck_dim=e.bottleneck_dim, state_dim=e.state_dim,
+    )
+
+
+def init_encoder(encoder_def: ObservationEncoder, e: config_dict.ConfigDict, key: jax.Array, obs: dict) -> Params:
+    """Initial encoder parameters, with the backbone from ``e.pretrained_path`` when given."""
+    params = encoder_def.init(key, obs).get("params", {})
+    if e.pretrained_path:
+        from serl_launcher.networks.encoders import load_backbone_params
+
+        name = "frozen_backbone" if e.freeze_backbone else "backbone"
+        params = {**params, name: load_backbone_params(e.pretrained_path, params[name])}
+    return params
 
 
 class Policy(struct.PyTreeNode):
@@ -188,12 +213,7 @@ class SACAgent(struct.PyTreeNode):
             raise ValueError(f"num_min_qs={c.num_min_qs} must be in [1, num_qs={c.num_qs}]")
         target_entropy = -arm_dim / 2 if c.target_entropy is None else float(c.target_entropy)
 
-        e = c.encoder
-        encoder_def = ObservationEncoder(
-            image_keys=tuple(c.image_keys), backbone=e.backbone, freeze_backbone=e.freeze_backbone,
-            pooling=e.pooling, num_spatial_features=e.num_spatial_features,
-            bottleneck_dim=e.bottleneck_dim, state_dim=e.state_dim,
-        )
+        encoder_def = make_encoder(c)
         critic_kwargs = dict(hidden_dims=tuple(c.hidden_dims), activation=c.activation, use_layer_norm=c.critic_layer_norm)
         critic_def = CriticEnsemble(num=c.num_qs, **critic_kwargs)
         target_critic_def = CriticEnsemble(num=num_min_qs, **critic_kwargs)
@@ -202,12 +222,7 @@ class SACAgent(struct.PyTreeNode):
 
         obs = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), dict(observation_space.spaces))
         rng, k_enc, k_actor, k_critic, k_grasp = jax.random.split(rng, 5)
-        encoder_params = encoder_def.init(k_enc, obs).get("params", {})
-        if e.pretrained_path:
-            from serl_launcher.networks.encoders import load_backbone_params
-
-            name = "frozen_backbone" if e.freeze_backbone else "backbone"
-            encoder_params = {**encoder_params, name: load_backbone_params(e.pretrained_path, encoder_params[name])}
+        encoder_params = init_encoder(encoder_def, c.encoder, k_enc, obs)
         features = encoder_def.apply({"params": encoder_params}, obs)
         actor_params = {"actor": actor_def.init(k_actor, features)["params"]}
         critic_params = {
@@ -247,6 +262,30 @@ class SACAgent(struct.PyTreeNode):
         if self.grasp_critic is not None:
             params["grasp_critic"] = self.grasp_critic.params["grasp_critic"]
         return Policy(params, self.encoder_def, self.actor_def, self.grasp_def, float(self.config.grasp_epsilon))
+
+    def with_actor_from(self, policy: Policy) -> SACAgent:
+        """This agent acting as `policy` does (a BC policy of the same architecture: the warm
+        start of ``agent.init_actor_from``): its encoder becomes the critic's encoder, its actor
+        the actor, and its gripper head's outputs the grasp critic's initial Q-values (online and
+        target), so the gripper starts with BC's choice. Critics and temperature stay as
+        initialised; optimizer states stay fresh."""
+        mine = {"encoder": self.critic.params["encoder"], "actor": self.actor.params["actor"]}
+        if self.grasp_critic is not None:
+            mine["grasp_critic"] = self.grasp_critic.params["grasp_critic"]
+        shapes = lambda tree: jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), tree)  # noqa: E731
+        if set(policy.params) != set(mine) or shapes({k: policy.params[k] for k in mine}) != shapes(mine):
+            raise ValueError(
+                "the policy to start the actor from does not fit this agent: train it with the same "
+                "experiment config (agent.hidden_dims, activation, actor_layer_norm, encoder, image "
+                "keys and learned_gripper)")
+        own = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731  (own buffers: updates donate them)
+        agent = self.replace(critic=self.critic.replace(params={**self.critic.params, "encoder": own(policy.params["encoder"])}),
+                             actor=self.actor.replace(params={"actor": own(policy.params["actor"])}))
+        if self.grasp_critic is not None:
+            head = policy.params["grasp_critic"]
+            agent = agent.replace(grasp_critic=self.grasp_critic.replace(params={"grasp_critic": own(head)}),
+                                  target_grasp_critic=own(head))
+        return agent
 
     # ------------------------------------------------------------------ learning
 

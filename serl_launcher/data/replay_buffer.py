@@ -216,6 +216,23 @@ class ReplayBuffer:
         self._sample_into(batch, 0, batch_size)
         return batch
 
+    def transitions(self, intervened_only: bool = False) -> list[dict[str, Any]]:
+        """Every sampleable transition, oldest first, as transition dicts (copies); with
+        `intervened_only`, the intervention ones (what HG-DAgger adds to the demos)."""
+        with self._lock:
+            oldest = self._rows_written - self._size
+            rows = (oldest + np.arange(self._size)) % self.capacity
+            rows = rows[self._valid[rows]]
+            if intervened_only:
+                rows = rows[self._fields["intervened"][rows]]
+            prev = (rows - 1) % self.capacity
+            observations = {k: f[prev] for k, f in self._frames.items()}
+            next_observations = {k: f[rows] for k, f in self._frames.items()}
+            fields = {k: c[rows] for k, c in self._fields.items()}
+        return [{"observations": {k: v[i] for k, v in observations.items()},
+                 "next_observations": {k: v[i] for k, v in next_observations.items()},
+                 **{k: v[i] for k, v in fields.items()}} for i in range(len(rows))]
+
     def _empty_batch(self, n: int) -> Batch:
         batch: Batch = {
             name: {k: np.empty((n, *f.shape[1:]), f.dtype) for k, f in self._frames.items()}

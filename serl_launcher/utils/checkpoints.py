@@ -96,13 +96,17 @@ class CheckpointManager:
             args=ocp.args.Composite(state=ocp.args.StandardSave(agent), meta=ocp.args.JsonSave(meta)),
         )
 
+    def meta(self, step: int) -> dict[str, Any]:
+        """The JSON record of the checkpoint at `step` (agent kind, config, spaces, step)."""
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
     def restore(self, agent_like: Any, step: int | None = None,
                 observation_space: spaces.Space | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores into the structure of `agent_like` (same architecture). Returns (agent, meta)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = self.meta(step)
         if observation_space is not None:
             check_same_space(spec_to_space(meta["observation_space"]), observation_space,
                              f"checkpoint {self.directory / str(step)} observation space")
@@ -139,6 +143,15 @@ def export_policy(directory: str | Path, agent: Any, observation_space: spaces.S
     staging.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def warm_start(agent: Any, directory: str | Path) -> Any:
+    """A fresh SAC `agent` starting from the exported policy in `directory` (a BC policy from
+    scripts/train_bc.py, or another run's ``policy/``): SACAgent.with_actor_from."""
+    policy, meta = load_policy(directory)
+    print(f"[warm start] encoder, actor and gripper head from {directory} ({meta['agent']} policy, "
+          f"step {meta.get('step')})", flush=True)
+    return agent.with_actor_from(policy)
 
 
 def load_policy(directory: str | Path) -> tuple[Any, dict[str, Any]]:
