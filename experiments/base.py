@@ -62,6 +62,19 @@ def base_config() -> config_dict.ConfigDict:
             "device": "scripted",
             # The scripted person's schedule and its expert's noise:
             "patience": 15, "hold_steps": 30, "window": 20, "min_probability": 0.0, "noise": 0.1,
+            # A person's episode buttons (serl_launcher.wrappers.episode_control), per device:
+            # event -> key (keyboard, pynput names) or button (gamepad: a b x y lb rb view menu;
+            # SpaceMouse: button bit). success / failure end the episode with that label (over
+            # the classifier's reward), rerecord ends it and record_demos.py discards it, ready
+            # ends the pause before a reset (pause_before_reset). A device without buttons for
+            # them (SpaceMouse, leader arm) uses the keyboard's keys alongside.
+            "episode": config_dict.ConfigDict({
+                "keyboard": {"success": "enter", "failure": "esc", "rerecord": "backspace", "ready": "n"},
+                "gamepad": {"success": "y", "failure": "b", "rerecord": "x", "ready": "view"},
+                "spacemouse": {},
+                "keyboard_alongside": True,
+                "pause_before_reset": False,
+            }),
         }),
     })
     # The actor <-> learner link; each key is a field of serl_launcher.transport.TransportConfig,

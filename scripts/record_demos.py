@@ -28,6 +28,7 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
     from serl_launcher.data import save_demos
     from serl_launcher.utils.rollouts import demonstrator_config, record_demos
+    from serl_launcher.wrappers.episode_control import EpisodeControl, with_episode_control
     from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
@@ -40,6 +41,11 @@ def main(argv: list[str]) -> None:
     device = exp.make_expert(env, config)
     if device is None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to record demonstrations with")
+    env = with_episode_control(env, device, config)  # a person's success / failure / re-record / ready buttons
+    if isinstance(env, EpisodeControl):
+        keys = dict(config.actor.intervention.episode.get(config.actor.intervention.device) or {})
+        keys = keys or dict(config.actor.intervention.episode.keyboard)
+        print("[demos] episode buttons: " + ", ".join(f"{event}: {key}" for event, key in keys.items()), flush=True)
     bar = tqdm(total=_SUCCESSES.value, desc="successful demos")
     transitions = record_demos(env, device, _SUCCESSES.value, seed=_SEED.value,
                                progress=lambda ok, _: bar.update(ok - bar.n))

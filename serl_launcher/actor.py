@@ -43,9 +43,11 @@ def actor_seed(seed: int, actor_id: str) -> int:
 def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tuple[gym.Env, Any]:
     """(env, device) of an actor: the experiment's env, wrapped so the intervention device of
     ``actor.intervention`` (the scripted person seeded with `seed`, or a person's device) can
-    take over, then with the grasp penalty of a learned gripper (on the executed command,
-    intervention or not); device None when nobody intervenes."""
+    take over, with a person's episode buttons (success, failure, re-record, ready) when a
+    person's device drives it, then with the grasp penalty of a learned gripper (on the
+    executed command, intervention or not); device None when nobody intervenes."""
     from serl_launcher.human.devices import device_from_config
+    from serl_launcher.wrappers.episode_control import with_episode_control
     from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
     from serl_launcher.wrappers.intervention import InterventionWrapper
 
@@ -56,7 +58,10 @@ def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tupl
     except BaseException:
         env.close()
         raise
-    return with_grasp_penalty(env if device is None else InterventionWrapper(env, device), config), device
+    if device is None:
+        return with_grasp_penalty(env, config), device
+    acting = with_episode_control(InterventionWrapper(env, device), device, config)  # a person's buttons
+    return with_grasp_penalty(acting, config), device
 
 
 def initial_policy(config: config_dict.ConfigDict, observation_space, action_space) -> Policy:
@@ -92,8 +97,13 @@ class Actor:
                                    epoch=lambda: client.params_snapshot()[0])
 
     def stop(self) -> None:
-        """Ends :meth:`run` after the current step (safe from a signal handler)."""
+        """Ends :meth:`run` after the current step (safe from a signal handler), also while a
+        reset waits for the person's "scene ready"."""
         self._stop.set()
+        try:
+            self.env.get_wrapper_attr("cancel_pause")()
+        except AttributeError:
+            pass  # no episode buttons on this env
 
     def _refresh_policy(self) -> None:
         latest = self.client.latest_params()
@@ -154,7 +164,8 @@ class Actor:
                 successes.append(success)
                 stats = {"return": episode["return"], "length": episode["length"], "success": float(success),
                          "episode_time_s": time.perf_counter() - episode["start"], "env_steps": step,
-                         "params_step": self.params_step, **info.get("episode_interventions", {})}
+                         "params_step": self.params_step, **info.get("episode_interventions", {}),
+                         **info.get("episode_labels", {})}
                 self.client.send_stats(stats)
                 self.writer.write(step, stats, prefix="actor/")
                 if hasattr(self.device, "episode_end"):

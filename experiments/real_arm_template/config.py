@@ -115,8 +115,9 @@ class _ClosesCameras(gym.Wrapper):
 def make_expert(env: gym.Env, config: config_dict.ConfigDict, seed: int | None = None):
     """The person's device drives demos and frame recording (there is no scripted expert, so
     there is nothing to seed)."""
-    from serl_launcher.human.devices import make_device
+    from serl_launcher.human.devices import episode_kwargs, make_device
 
-    kind = config.actor.intervention.device
-    kwargs = dict(config.actor.intervention.get("leader_arm", {})) if kind == "leader_arm" else {}
+    intervention = config.actor.intervention
+    kind = intervention.device
+    kwargs = dict(intervention.get("leader_arm", {})) if kind == "leader_arm" else episode_kwargs(kind, intervention)
     return make_device(kind, int(env.action_space.shape[-1]), **kwargs)

@@ -91,4 +91,16 @@ def device_from_config(
                          "spacemouse or gamepad")
     if kind == "leader_arm":  # its port, motors and kinematic model come from the config
         return make_device(kind, action_dim, **dict(intervention.get("leader_arm", {})))
-    return make_device(kind, action_dim)
+    return make_device(kind, action_dim, **episode_kwargs(kind, intervention))
+
+
+def episode_kwargs(kind: str, intervention: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor argument that gives device `kind` its episode buttons from
+    ``actor.intervention.episode`` (none for devices without buttons)."""
+    episode = intervention.get("episode") or {}
+    mapping = dict(episode.get(kind) or {})
+    if kind == "keyboard":
+        return {"episode_keys": mapping}
+    if kind in ("gamepad", "spacemouse"):
+        return {"episode_buttons": mapping}
+    return {}

@@ -25,6 +25,10 @@ The action (Xbox names; on a DualShock cross = A, options = Menu, L2 / R2 = LT /
     A                         toggle the gripper (close if last commanded open, and back)
     Menu                      take over / hand back (latched: the arm holds still while idle)
 
+Episode buttons (``episode_buttons``, from ``actor.intervention.episode.gamepad``; by default
+Y: success, B: failure, X: re-record, View: the scene is ready) mark episodes and never move
+the arm or take over.
+
 Otherwise the gripper component is 0, which keeps the gripper's current command. The device
 intervenes on a step where a stick or trigger is beyond the deadzone, the d-pad or a button other
 than Menu is down, or the Menu latch is on.
@@ -38,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from serl_launcher import conventions
-from serl_launcher.human.base import DeviceAction
+from serl_launcher.human.base import DeviceAction, check_episode_map
 from serl_launcher.human.hid_device import HidDevice, HidMatch, apply_deadzone, gripper_command
 
 BUTTONS = ("a", "b", "x", "y", "lb", "rb", "view", "menu")  # bit i of GamepadState.buttons
@@ -114,13 +118,14 @@ class Gamepad(HidDevice):
         layout: a :class:`GamepadLayout` or a name in ``LAYOUTS``.
         deadzone: stick and trigger readings at or below this magnitude read 0.
         connect: open the first matching pad (False: reports come only through :meth:`feed`).
+        episode_buttons: episode event -> button name in ``BUTTONS`` (not A or Menu).
     """
 
     name = "gamepad"
     usages = GAMEPAD_USAGES
 
     def __init__(self, action_dim: int = 4, layout: GamepadLayout | str = XBOX_BLUETOOTH,
-                 deadzone: float = 0.15, connect: bool = True):
+                 deadzone: float = 0.15, connect: bool = True, episode_buttons: dict[str, str] | None = None):
         if action_dim not in (4, 7):
             raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
         if not 0.0 <= deadzone < 1.0:
@@ -133,6 +138,8 @@ class Gamepad(HidDevice):
             "driver and has no hidraw node; pair it over Bluetooth or pass a GamepadLayout. "
         )
         self.action_dim, self.deadzone = action_dim, deadzone
+        events = check_episode_map(episode_buttons, BUTTONS, ("a", "menu"), "gamepad")
+        self._episode_bits = {event: BUTTONS.index(name) for event, name in events.items()}
         self._takeover = False
         self._gripper_closed = False  # what the person last commanded (for the A toggle)
         super().__init__(connect)
@@ -157,6 +164,8 @@ class Gamepad(HidDevice):
         if self.action_dim == 4:
             action = action[[0, 1, 2, 6]]
         buttons = state.buttons & ~(1 << BUTTONS.index("menu"))  # Menu works through its latch
+        for bit in self._episode_bits.values():  # episode buttons never take over
+            buttons &= ~(1 << bit)
         active = bool(lx or ly or rx or ry or lt or rt or up or right or buttons)
         return DeviceAction(action=action, intervening=active)
 
@@ -174,6 +183,9 @@ class Gamepad(HidDevice):
         elif action[-1] != 0.0:
             self._gripper_closed = bool(action[-1] > 0)
         return DeviceAction(action=action, intervening=proposal.intervening or self._takeover)
+
+    def take_episode_events(self) -> set[str]:
+        return self.episode_events(self._episode_bits)
 
     def reset(self) -> None:
         super().reset()

@@ -142,6 +142,7 @@ class HidDevice:
         self._state = self.empty_state()
         self._buttons_seen = 0  # buttons down at any time since the last take
         self._buttons_pressed = 0  # buttons that went down since the last take
+        self._event_presses = 0  # buttons that went down since the last take_presses
         self._stop = threading.Event()
         self.lost = False  # set when the device stopped reporting (unplugged); it then never intervenes
         self._handle = None
@@ -166,6 +167,7 @@ class HidDevice:
             self._state = self.parse_report(bytes(report), previous)
             self._buttons_seen |= self._state.buttons
             self._buttons_pressed |= self._state.buttons & ~previous.buttons
+            self._event_presses |= self._state.buttons & ~previous.buttons
 
     def take_state(self) -> tuple[Any, int]:
         """The latest state with every button down since the last take, and those newly pressed."""
@@ -174,6 +176,18 @@ class HidDevice:
             pressed = self._buttons_pressed
             self._buttons_seen = self._buttons_pressed = 0
         return state, pressed
+
+    def take_presses(self) -> int:
+        """Buttons that went down since the last call (kept apart from :meth:`take_state`'s, so
+        episode buttons are seen also between episodes, when nobody asks for actions)."""
+        with self._lock:
+            pressed, self._event_presses = self._event_presses, 0
+        return pressed
+
+    def episode_events(self, buttons: dict[str, int]) -> set[str]:
+        """The events of `buttons` (event -> button bit) pressed since the last call."""
+        pressed = self.take_presses()
+        return {event for event, bit in buttons.items() if pressed >> bit & 1}
 
     def _read_loop(self) -> None:
         while not self._stop.is_set():

@@ -11,6 +11,10 @@ Keys (names as pynput gives them; letters are case-insensitive):
     j / l        +yaw / -yaw      (7-dimensional actions only)
     c / v        close / open the gripper
 
+Episode keys (``episode_keys``, from ``actor.intervention.episode.keyboard``; by default enter:
+success, esc: failure, backspace: re-record, n: the scene is ready) count whether or not the
+person has taken over: marking an episode is not moving the robot.
+
 A movement key contributes a full step (|a| = 1) on its axis for every env step it is held;
 opposite keys cancel. A key tapped between two env steps still counts for one step. With no
 gripper key the gripper component is 0, which keeps the gripper's current command (see
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from serl_launcher import conventions
-from serl_launcher.human.base import DeviceAction
+from serl_launcher.human.base import DeviceAction, check_episode_map
 
 TAKEOVER_KEY = "space"
 # key name -> (action index in the 7-dimensional layout, sign)
@@ -87,11 +91,17 @@ class KeyboardDevice:
             the person takes over).
         listen: start a pynput listener (False: events come only through :meth:`on_press` /
             :meth:`on_release`).
+        episode_keys: episode event -> key name (``serl_launcher.human.base.EPISODE_EVENTS``).
     """
 
-    def __init__(self, action_dim: int = 4, intervening: bool = False, listen: bool = True):
+    def __init__(self, action_dim: int = 4, intervening: bool = False, listen: bool = True,
+                 episode_keys: dict[str, str] | None = None):
         if action_dim not in (4, 7):
             raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
+        taken = {TAKEOVER_KEY, *MOVE_KEYS, *GRIPPER_KEYS}
+        self._event_of_key = {key_name(k): e for e, k in
+                              check_episode_map(episode_keys, None, taken, "keyboard").items()}
+        self._events: set[str] = set()
         self.action_dim = action_dim
         self._initially_intervening = intervening
         self._lock = threading.Lock()
@@ -122,6 +132,8 @@ class KeyboardDevice:
         with self._lock:
             if name == TAKEOVER_KEY and name not in self._held:  # auto-repeat must not re-toggle
                 self._intervening = not self._intervening
+            if name in self._event_of_key and name not in self._held:
+                self._events.add(self._event_of_key[name])
             self._held.add(name)
             self._tapped.add(name)
 
@@ -140,6 +152,12 @@ class KeyboardDevice:
         action[6] = grips.pop() if len(grips) == 1 else 0.0  # both keys: keep the current command
         action = np.clip(action, -1.0, 1.0)
         return action if self.action_dim == 7 else action[[0, 1, 2, 6]]
+
+    def take_episode_events(self) -> set[str]:
+        """Episode events whose key went down since the last call."""
+        with self._lock:
+            events, self._events = self._events, set()
+        return events
 
     def reset(self) -> None:
         with self._lock:

@@ -16,7 +16,10 @@ facing the way it reaches (the base frame's +x), the action is
     dz = -z   (lift it: +z)                  dyaw   = -rz   (twist it anticlockwise: +yaw)
     gripper   left button: close (+1), right button: open (-1), neither: keep (0)
 
-``axis_signs`` flips any of the six if a device (or a person standing elsewhere) disagrees. The
+Its two buttons drive the gripper, so by default a person marks episodes with the keyboard
+alongside (``actor.intervention.episode.keyboard_alongside``); a model with more buttons maps
+them with ``episode_buttons`` (event -> button bit). ``axis_signs`` flips any of the six if a
+device (or a person standing elsewhere) disagrees. The
 device intervenes on every step where an axis is beyond the deadzone or a button is down, so a
 person takes over by touching it and hands back by letting go.
 """
@@ -28,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from serl_launcher.human.base import DeviceAction
+from serl_launcher.human.base import DeviceAction, check_episode_map
 from serl_launcher.human.hid_device import HidDevice, HidMatch, apply_deadzone, gripper_command
 
 # 3Dconnexion's own vendor id, and Logitech's for the older devices (products 0xc6xx).
@@ -73,6 +76,7 @@ class SpaceMouse(HidDevice):
         axis_signs: multiplies the six motion components of the action (see the module doc).
         close_button, open_button: button bits that close / open the gripper.
         connect: open the first SpaceMouse found (False: reports come only through :meth:`feed`).
+        episode_buttons: episode event -> button bit (not the gripper's).
     """
 
     name = "SpaceMouse"
@@ -88,6 +92,7 @@ class SpaceMouse(HidDevice):
         close_button: int = 0,
         open_button: int = 1,
         connect: bool = True,
+        episode_buttons: dict[str, int] | None = None,
     ):
         if action_dim not in (4, 7):
             raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
@@ -96,6 +101,7 @@ class SpaceMouse(HidDevice):
         self.action_dim, self.deadzone, self.full_scale = action_dim, deadzone, full_scale
         self._signs = np.asarray(AXIS_SIGN, np.float32) * np.asarray(axis_signs, np.float32)
         self.close_button, self.open_button = close_button, open_button
+        self._episode_bits = check_episode_map(episode_buttons, range(32), (close_button, open_button), "SpaceMouse")
         super().__init__(connect)
 
     def empty_state(self) -> SpaceMouseState:
@@ -113,8 +119,12 @@ class SpaceMouse(HidDevice):
         action = np.append(motion, grip).astype(np.float32)
         if self.action_dim == 4:
             action = action[[0, 1, 2, 6]]
-        return DeviceAction(action=action, intervening=bool(np.any(axes != 0) or state.buttons))
+        episode_mask = sum(1 << bit for bit in self._episode_bits.values())
+        return DeviceAction(action=action, intervening=bool(np.any(axes != 0) or state.buttons & ~episode_mask))
 
     def get_action(self, observation: dict[str, np.ndarray] | None = None) -> DeviceAction:
         state, _ = self.take_state()
         return self.state_to_action(state)
+
+    def take_episode_events(self) -> set[str]:
+        return self.episode_events(self._episode_bits)

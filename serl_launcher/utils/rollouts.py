@@ -123,15 +123,18 @@ def record_demos(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Transitions of `num_successes` successful episodes driven by `device` (an intervention
-    device that is in control); failed episodes are dropped. Marked ``intervened=True``.
+    device that is in control); failed episodes are dropped, and so are those the person asked
+    to re-record (``info["rerecord"]``, :mod:`serl_launcher.wrappers.episode_control`), which do
+    not count against `max_episodes`; a person's success / failure label decides over the env's.
+    Marked ``intervened=True``.
 
     `progress(successes, episodes)` is called after each episode.
     """
     transitions: list[dict[str, Any]] = []
-    successes = episodes = 0
+    successes = episodes = rerecorded = 0
     limit = max_episodes if max_episodes is not None else 5 * num_successes + 10
     while successes < num_successes:
-        if episodes >= limit:
+        if episodes - rerecorded >= limit:
             raise RuntimeError(f"only {successes} of {episodes} episodes succeeded (wanted {num_successes})")
         obs, _ = env.reset(seed=seed + episodes)
         device.reset()
@@ -143,7 +146,10 @@ def record_demos(
             episode.append(make_transition(obs, action, next_obs, reward, terminated, truncated, intervened=True,
                                            grasp_penalty=info.get("grasp_penalty")))
             obs, done = next_obs, terminated or truncated
-        if info.get("success"):
+        if info.get("rerecord"):
+            rerecorded += 1
+            print(f"[demos] episode {episodes} discarded: the person asked to re-record it", flush=True)
+        elif info.get("success"):
             transitions += episode
             successes += 1
         if progress is not None:
