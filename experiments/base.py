@@ -108,7 +108,7 @@ def base_config() -> config_dict.ConfigDict:
     # Behaviour cloning (scripts/train_bc.py) on the demos (and, for HG-DAgger, a run's
     # interventions), with the networks of `agent` so SAC can start from it
     # (agent.init_actor_from); lr and batch_size 0: the agent's actor_lr and batch_size.
-    c.bc = config_dict.ConfigDict({"steps": 2000, "lr": 0.0, "batch_size": 0, "log_period": 100})
+    c.bc = config_dict.ConfigDict({"steps": 10_000, "lr": 0.0, "batch_size": 0, "log_period": 100})
     c.demos = config_dict.ConfigDict({
         # Demo files (relative to the experiment folder), read before demos/*.npz, which is always
         # read (what record_demos.py writes; serl_launcher.data.demos has the format).

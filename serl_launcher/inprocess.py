@@ -133,7 +133,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
                 fraction = c.learner.demo_fraction if len(demo) else 0.0
                 batch = sample_mixed(online, demo, batch_size * utd, demo_fraction=fraction, allow_empty_demo=True,
                                      num_minibatches=utd)
-                agent, metrics = agent.update(batch)
+                agent, metrics = agent.update_for_step(batch, updates)  # as the learner does
                 policy = agent.policy()  # the update donated the old parameters
                 limiter.stepped()
                 updates += 1

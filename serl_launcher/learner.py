@@ -245,7 +245,7 @@ class Learner:
                 if not self._wait(self.limiter.can_sample):
                     break
                 t1 = time.perf_counter()
-                self.agent, metrics = self.agent.update(batches.get())
+                self.agent, metrics = self.agent.update_for_step(batches.get(), self.step)
                 self.step += 1
                 self.limiter.stepped()
                 self.server.notify_credit()

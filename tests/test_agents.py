@@ -263,6 +263,15 @@ def test_sac_starts_from_a_bc_policy():
     np.testing.assert_array_equal(started.policy().act(obs, key, True), bc.policy().act(obs, key, True))
     assert leaves_equal(started.target_critic, agent.target_critic)  # the critics are untouched
     started, _ = started.update(random_batch(STATE_SPACE, 16, gripper=True))  # and it trains
+    warm = SACAgent.create(jax.random.PRNGKey(0), STATE_SPACE, ACTION_SPACE,
+                           small(sac_config(), learned_gripper=True, critic_warmup_steps=2)).with_actor_from(bc.policy())
+    actor = jax.tree.map(np.array, warm.actor.params)
+    critic = jax.tree.map(np.array, warm.critic.params)
+    for step in range(2):  # the critic warm-up: the BC actor is kept while the critics learn
+        warm, _ = warm.update_for_step(random_batch(STATE_SPACE, 16, seed=step, gripper=True), step)
+    assert leaves_equal(warm.actor.params, actor) and not leaves_equal(warm.critic.params, critic)
+    warm, _ = warm.update_for_step(random_batch(STATE_SPACE, 16, seed=2, gripper=True), 2)
+    assert not leaves_equal(warm.actor.params, actor)
     other = BCAgent.create(jax.random.PRNGKey(5), STATE_SPACE, ACTION_SPACE, small(bc_config(), hidden_dims=(16, 16)))
     with pytest.raises(ValueError, match="does not fit this agent"):
         agent.with_actor_from(other.policy())

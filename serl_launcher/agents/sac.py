@@ -59,6 +59,10 @@ def sac_config() -> config_dict.ConfigDict:
     # paths are in the experiment folder) whose encoder, actor and gripper head a fresh learner
     # starts from (SACAgent.with_actor_from); "" starts from scratch. Ignored when resuming.
     c.init_actor_from = ""
+    # Learner steps at the start of a run that update only the critics (update_for_step): a
+    # warm-started actor keeps the BC behaviour while the critics learn its values, instead of
+    # following the gradient of random critics. 0: none.
+    c.critic_warmup_steps = 0
     c.target_entropy = config_dict.placeholder(float)  # None: -action_dim / 2
     c.backup_entropy = True
     c.reward_bias = 0.0
@@ -416,6 +420,13 @@ class SACAgent(struct.PyTreeNode):
         agent, temp_info = agent._update_temperature(actor_info["entropy"])
         metrics = {**jax.tree.map(jnp.mean, critic_info), **actor_info, **temp_info}
         return agent.replace(rng=rng), metrics
+
+    def update_for_step(self, batch: Batch, step: int) -> tuple[SACAgent, dict[str, jax.Array]]:
+        """The update of learner step `step` (0-based): :meth:`update_critics_only` during the
+        first ``critic_warmup_steps``, :meth:`update` after them."""
+        if step < self.config.critic_warmup_steps:
+            return self.update_critics_only(batch)
+        return self.update(batch)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def update_critics_only(self, batch: Batch) -> tuple[SACAgent, dict[str, jax.Array]]:
