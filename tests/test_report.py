@@ -216,7 +216,7 @@ def test_learner_logs_the_intervention_rate_of_received_transitions(tmp_path):
 
     def transitions(flags):
         return [make_transition(obs_space.sample(), act_space.sample(), obs_space.sample(), 0.0, False, False,
-                                intervened=flag) for flag in flags]
+                                intervened=flag, grasp_penalty=0.0) for flag in flags]  # a learned gripper
 
     try:
         metrics = learner.replay_metrics()
