@@ -316,6 +316,18 @@ def test_a_resumed_run_without_buffers_refuses_to_train_on_nothing(tmp_path):
     assert fresh.recovery["fresh"] and (tmp_path / "other" / STATE_FILE).is_file()
 
 
+def test_resuming_with_another_config_says_so_not_salvage(tmp_path):
+    s = store(tmp_path / "buffers")  # made without a learned gripper
+    deliver(s, stream(0, 10))
+    s.snapshot()
+    s.close()
+    for salvage in (False, True):  # nothing to salvage: the shapes differ
+        with pytest.raises(StoreRecoveryError, match="grasp_penalty saved as False.*another experiment config.*"
+                                                     "config.json") as error:
+            store(tmp_path / "buffers", include_grasp_penalty=True, resuming=True, salvage=salvage)
+        assert "salvage=True" not in str(error.value)
+
+
 def test_a_failed_log_write_keeps_nothing_and_can_be_retried(tmp_path, monkeypatch):
     s = store(tmp_path)
     monkeypatch.setattr(os, "writev", lambda fd, parts: (_ for _ in ()).throw(OSError(28, "No space")))

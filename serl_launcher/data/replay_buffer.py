@@ -49,6 +49,10 @@ class BufferFormatError(ValueError):
     """A saved buffer that cannot be restored; the message names the file and the problem."""
 
 
+class BufferSpecError(BufferFormatError):
+    """A saved buffer holds transitions of another shape (spaces, grasp penalty) than this one."""
+
+
 class ReplayBuffer:
     """Ring buffer of transitions (see the module docstring for the layout).
 
@@ -390,7 +394,7 @@ class ReplayBuffer:
         mpath = root / MANIFEST
         problems = _spec_differences(manifest["spec"], self.spec.to_json())
         if problems:
-            raise BufferFormatError(
+            raise BufferSpecError(
                 f"{mpath}: saved buffer does not match this buffer: " + "; ".join(problems)
             )
         chunks, end = manifest["chunks"], manifest["rows_written"]

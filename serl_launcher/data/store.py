@@ -45,6 +45,7 @@ from serl_launcher.data.demos import DemoReading, load_demos_into
 from serl_launcher.data.replay_buffer import (
     MANIFEST,
     BufferFormatError,
+    BufferSpecError,
     ReplayBuffer,
     _atomic_write,
 )
@@ -216,6 +217,11 @@ class DataStore:
             return int(saved.get("lsn", 0))
         try:
             result = buffer.restore(manifest.parent, salvage=salvage)
+        except BufferSpecError as error:  # nothing to salvage: the run's config differs
+            raise StoreRecoveryError(
+                f"{error}. The run was made with another experiment config (observation or action "
+                f"space, or agent.learned_gripper, which stores the grasp penalty): resume it with the "
+                f"config it was made with (its config.json), or start a new --checkpoint_path") from None
         except BufferFormatError as error:
             raise StoreRecoveryError(f"{error}. {SALVAGE_HINT}") from None
         for problem in result["problems"]:
