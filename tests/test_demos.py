@@ -4,6 +4,7 @@ with its gripper conventions, and clear errors for bad files."""
 import io
 import json
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -323,6 +324,22 @@ def test_bad_archives_name_the_file_and_the_problem(tmp_path, name, mutate, matc
     path = _archive(tmp_path, name, mutate)
     with pytest.raises(DemoFormatError, match=f"{name}: .*{match}"):
         load_demos(path, OBS_SPACE, ACT_SPACE)
+
+
+def test_an_archive_declaring_more_than_memory_is_refused_before_loading(tmp_path):
+    """A forged .npy header (a huge shape over a few bytes) is caught from the headers alone."""
+    path = save_demos(tmp_path / "good.npz", ours(0, 2))
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": (1 << 50,)}
+    np.lib.format.write_array_header_2_0(buffer, header)
+    forged = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path) as good, zipfile.ZipFile(forged, "w") as out:
+        for info in good.infolist():
+            if info.filename != "observations/front.npy":
+                out.writestr(info.filename, good.read(info))
+        out.writestr("observations/front.npy", buffer.getvalue() + b"\0" * 16)
+    with pytest.raises(DemoFormatError, match=r"bomb.npz: not a readable demo archive .*declare .* GiB"):
+        load_demos(forged)
 
 
 def test_a_truncated_archive_is_refused(tmp_path):
