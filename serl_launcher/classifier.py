@@ -39,6 +39,7 @@ import optax
 from ml_collections import config_dict
 
 from serl_launcher.networks.encoders import Classifier, ObservationEncoder, random_shift
+from serl_launcher.utils.npz import check_declared_size
 
 FRAMES_FORMAT = 1
 CLASSIFIER_FORMAT = 1
@@ -98,6 +99,7 @@ def save_frames(path: str | Path, images: dict[str, np.ndarray], state: np.ndarr
 
 def _read_frames_file(path: Path) -> dict[str, Any]:
     try:
+        check_declared_size(path)  # before loading: a forged header must not exhaust memory
         with np.load(path, allow_pickle=False) as data:
             content = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:

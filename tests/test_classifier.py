@@ -3,10 +3,12 @@ record / train entry points, and the classifier as the env's reward."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,13 @@ def test_bad_frames_files_get_clear_errors(tmp_path):
     truncated.write_bytes((tmp_path / "small.npz").read_bytes()[:200])
     with pytest.raises(FramesFormatError, match="truncated.npz"):
         load_frames([truncated])
+    forged = tmp_path / "forged.npz"  # a header claiming 2**50 bytes: refused before any allocation
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "|u1", "fortran_order": False, "shape": (1 << 50,)})
+    with zipfile.ZipFile(forged, "w") as archive:
+        archive.writestr("success.npy", header.getvalue())
+    with pytest.raises(FramesFormatError, match="forged.npz.*declare .* GiB"):
+        load_frames([forged])
 
 
 def test_held_out_split_keeps_episodes_whole():

@@ -45,6 +45,7 @@ from gymnasium import spaces
 
 from serl_launcher.data.replay_buffer import ReplayBuffer
 from serl_launcher.data.transitions import OBS_KEYS, ArraySpec, TransitionSpec, observation_spec
+from serl_launcher.utils.npz import check_declared_size
 
 Transition = dict[str, Any]
 FORMAT, VERSION = "serl-demos", 1
@@ -172,33 +173,9 @@ def load_demos_into(
     return total
 
 
-def _declared_bytes(path: Path) -> int:
-    """What the arrays of a .npz say they hold, read from their headers before anything is
-    loaded (a forged header or a decompression bomb must not exhaust memory)."""
-    total = 0
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            with archive.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-                total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    return total
-
-
-def _memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
-        return 1 << 62
-
-
 def _read_archive(path: Path) -> list[Transition]:
     try:
-        declared, limit = _declared_bytes(path), _memory_bytes() // 2
-        if declared > limit:
-            raise ValueError(f"its arrays declare {declared / 2**30:.1f} GiB, more than half of this machine's "
-                             f"memory ({limit / 2**30:.1f} GiB)")
+        check_declared_size(path)
         with np.load(path, allow_pickle=False) as npz:
             manifest = json.loads(bytes(npz["manifest"]))
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
