@@ -342,6 +342,12 @@ def test_an_archive_declaring_more_than_memory_is_refused_before_loading(tmp_pat
         load_demos(forged)
 
 
+def test_garbage_named_npz_is_called_corrupt(tmp_path):
+    (tmp_path / "demos.npz").write_bytes(b"garbage, not a zip")
+    with pytest.raises(DemoFormatError, match="demos.npz: not a zip archive"):
+        load_demos(tmp_path / "demos.npz")
+
+
 def test_a_truncated_archive_is_refused(tmp_path):
     path = save_demos(tmp_path / "demos.npz", ours(0, 4))
     path.write_bytes(path.read_bytes()[:-100])

@@ -145,6 +145,9 @@ def load_demos(
         magic = f.read(4)
     if not magic:
         raise DemoFormatError(f"{path}: empty file (0 bytes)")
+    if magic != ZIP_MAGIC and path.suffix == ".npz":
+        raise DemoFormatError(f"{path}: not a zip archive, so not a demo archive: the file is corrupt or "
+                              f"something else named .npz")
     data = _read_archive(path) if magic == ZIP_MAGIC else _read_pickle(path, reading)
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise DemoFormatError(f"{path}: no transitions")
