@@ -17,7 +17,13 @@ from gymnasium.utils.env_checker import check_env
 
 import robot_infra.envs  # noqa: F401  (registers RealArm-v0)
 from robot_infra.envs.real_arm_env import RealArmEnv, default_config, make_config, quat_to_rotvec
-from robot_infra.robot_server import RobotClient, RobotConnectionError, RobotServer, make_backend
+from robot_infra.robot_server import (
+    MotionLimits,
+    RobotClient,
+    RobotConnectionError,
+    RobotServer,
+    make_backend,
+)
 from serl_launcher import conventions
 
 HZ = 20.0  # faster than a real arm's 10 Hz to keep the tests short
@@ -32,7 +38,10 @@ def backend():
 
 @pytest.fixture
 def server(backend):
-    s = RobotServer(backend, port=0).start()
+    # The env clips to its own box; the server's is wide (below the table, long steps) so that
+    # the reflex test can drive the arm into the table behind the env's back.
+    wide = MotionLimits((0.2, -0.4, -0.2), (0.8, 0.4, 0.6), max_step=0.6, max_rot_step=3.2)
+    s = RobotServer(backend, port=0, limits=wide).start()
     yield s
     s.stop()
 

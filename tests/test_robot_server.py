@@ -17,7 +17,9 @@ import pytest
 
 from robot_infra.robot_server import (
     DEFAULT_IMPEDANCE,
+    MotionLimits,
     RobotClient,
+    RobotConnectionError,
     RobotServer,
     RobotServerError,
     make_backend,
@@ -45,9 +47,21 @@ def backend():
     b.close()
 
 
+# The module's server lets the arm reach below the table (to trip the reflex) and take long
+# steps; the tests of the limits themselves start servers with the defaults.
+WIDE_LIMITS = MotionLimits((0.2, -0.4, -0.2), (0.8, 0.4, 0.6), max_step=0.6, max_rot_step=3.2)
+
+
 @pytest.fixture(scope="module")
 def server(backend):
-    s = RobotServer(backend, port=0).start()
+    s = RobotServer(backend, port=0, limits=WIDE_LIMITS).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def default_server(backend, client):
+    s = RobotServer(backend, port=0).start()  # the sim task's box, 0.1 m steps
     yield s
     s.stop()
 
@@ -63,9 +77,9 @@ def client(server):
     return c
 
 
-def raw(server, method: str, path: str, data: bytes | None = None) -> tuple[int, dict]:
+def raw(server, method: str, path: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
     """A request without the client's checks: (status, JSON answer)."""
-    request = urllib.request.Request(server.url + path, data=data, method=method)
+    request = urllib.request.Request(server.url + path, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=2.0) as response:
             return response.status, json.loads(response.read())
@@ -91,7 +105,7 @@ def test_health_index_and_state(client, server):
 
 
 def test_pose_target_is_tracked(client):
-    goal = [0.5, 0.1, 0.25, 1.0, 0.0, 0.0, 0.0]
+    goal = [0.5, 0.05, 0.25, 1.0, 0.0, 0.0, 0.0]
     answer = client.set_pose(goal)
     assert answer["ok"] and np.allclose(answer["target"], goal)
     state = wait_for(lambda: (s := client.state()) and np.linalg.norm(np.subtract(s["tcp_pose"][:3], goal[:3])) < 0.003 and s)
@@ -209,7 +223,8 @@ def test_client_errors_are_not_retried(server):
 
 def test_entry_point_serves_in_a_subprocess(subprocess_env):
     process = subprocess.Popen(
-        [sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0"],
+        [sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0",
+         "--exp_name", "real_arm_template"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env,
     )
     try:
@@ -224,6 +239,11 @@ def test_entry_point_serves_in_a_subprocess(subprocess_env):
         url = line.strip().rsplit(" ", 1)[-1]
         health = RobotClient(url, timeout=5.0, retries=0).health()
         assert health["ok"] and health["backend"] == "mujoco"
+        from experiments.real_arm_template.config import get_config
+
+        env = get_config().env  # the experiment's box, not the sim task's
+        assert health["limits"]["workspace_low"] == list(env.workspace_low)
+        assert health["limits"]["workspace_high"] == list(env.workspace_high)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -238,3 +258,161 @@ def test_franka_backend_without_franky_names_the_package():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="mujoco"):
         make_backend("ur5")
+
+
+# ---------------------------------------------------------------------- what the server protects
+
+
+def test_motion_limits_step_rotation_and_box():
+    limits = MotionLimits((0.3, -0.2, 0.05), (0.6, 0.2, 0.4), max_step=0.1, max_rot_step=0.5)
+    tcp = np.array([0.45, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0])
+    # Inside the box and within a step of the tool: untouched.
+    pose, limited = limits.apply(np.array([0.5, 0.05, 0.25, 1.0, 0.0, 0.0, 0.0]), tcp)
+    assert limited == [] and np.allclose(pose[:3], [0.5, 0.05, 0.25])
+    # Far below the table: a 0.1 m step straight down, then the box's floor.
+    pose, limited = limits.apply(np.array([0.45, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0]), tcp)
+    assert limited == ["step"] and np.allclose(pose[:3], [0.45, 0.0, 0.2])
+    tcp_low = np.array([0.45, 0.0, 0.08, 1.0, 0.0, 0.0, 0.0])
+    pose, limited = limits.apply(np.array([0.45, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0]), tcp_low)
+    assert limited == ["step", "workspace"] and np.allclose(pose[:3], [0.45, 0.0, 0.05])
+    # A reset's waypoint far from a lagging tool but a small step from the tracked target passes.
+    target = np.array([0.55, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0])
+    pose, limited = limits.apply(np.array([0.58, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]), tcp, target)
+    assert limited == [] and np.isclose(pose[0], 0.58)
+    # A half turn about z is cut to 0.5 rad, about the same axis.
+    half_turn = np.array([0.45, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0])  # x-down rotated by pi about z
+    pose, limited = limits.apply(half_turn, tcp)
+    assert limited == ["rotation_step"]
+    relative_w = abs(float(np.dot(pose[3:], tcp[3:])))  # cos(angle / 2) between unit quaternions
+    assert np.isclose(2.0 * np.arccos(min(1.0, relative_w)), 0.5, atol=1e-6)
+    with pytest.raises(ValueError, match="below"):
+        MotionLimits((0.3, 0.0, 0.0), (0.2, 1.0, 1.0))
+
+
+def test_a_target_below_the_table_never_reaches_it(client, default_server, backend):
+    fenced = RobotClient(default_server.url, timeout=2.0, retries=0)
+    answer = fenced.set_pose([0.45, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0])
+    floor = default_server.limits.workspace_low[2]
+    assert answer["target"][2] >= floor and "step" in answer["limited"]
+    for _ in range(30):  # a client bug that keeps asking: the target walks down to the floor, no further
+        answer = fenced.set_pose([0.45, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0])
+    assert np.isclose(answer["target"][2], floor) and "workspace" in answer["limited"]
+    time.sleep(1.0)
+    state = fenced.state()
+    assert state["errors"] == [] and state["tcp_pose"][2] > floor - 0.01  # no reflex, no push into the table
+    counts = fenced.health()["counts"]
+    assert counts["limited_workspace"] >= 1 and counts["limited_step"] >= 1
+
+
+@pytest.mark.parametrize("pose", [[100, 100, 100, 1, 0, 0, 0], [1e300, 0, 0.3, 1, 0, 0, 0]])
+def test_implausible_positions_are_refused(client, default_server, pose):
+    got, answer = raw(default_server, "POST", "/pose", json.dumps({"pose": pose}).encode())
+    assert got == 400 and "no arm reaches there" in answer["error"]
+
+
+def test_joint_reset_outside_the_joint_limits_is_refused(client, server, backend):
+    low, high = backend.joint_limits()
+    qpos = backend.home_qpos.copy()
+    qpos[3] = high[3] + 0.5
+    got, answer = raw(server, "POST", "/reset", json.dumps({"qpos": qpos.tolist()}).encode())
+    assert got == 400 and "qpos[3]" in answer["error"] and "limits" in answer["error"]
+    assert np.allclose(client.state()["q"][3], backend.home_qpos[3], atol=0.3)  # it did not move there
+
+
+@pytest.mark.parametrize(
+    "data, headers, status",
+    [
+        (b'{"pose": [' + b"9" * 400 + b', 0, 0.3, 1, 0, 0, 0]}', {}, 400),  # a 400-digit integer
+        (b'{"pose": [' + b"9" * 5000 + b"]}", {}, 400),  # past Python's integer-parsing limit
+        (b"[" * 30000 + b"]" * 30000, {}, 400),  # nested too deeply for the parser
+        (b'{"pose": {"a": ' * 3000 + b"1" + b"}" * 3001, {}, 400),
+        (b"\xff\xfe{}", {}, 400),  # not UTF-8
+        (b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}', {"Content-Length": "-5"}, 400),
+        (b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}', {"Content-Length": "abc"}, 400),
+        (b"x" * 70000, {}, 413),
+    ],
+)
+def test_malformed_bodies_get_a_4xx_never_a_500(client, server, data, headers, status):
+    got, answer = raw(server, "POST", "/pose", data, headers)
+    assert got == status, answer
+    assert len(answer["error"]) < 1000  # the message does not echo the body
+    assert client.state()["errors"] == []
+
+
+def test_a_body_shorter_than_its_content_length_gets_a_4xx(client, server):
+    import socket
+
+    with socket.create_connection((server.host, server.port), timeout=10.0) as sock:
+        sock.sendall(b"POST /pose HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pose\": ")
+        sock.shutdown(socket.SHUT_WR)  # the client gives up: the rest never comes
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.0 400") and "body ended after" in reply
+
+
+def test_fifty_concurrent_clients_all_get_answers(client, server):
+    failures: list[str] = []
+    answered = []
+
+    def one_client(k: int) -> None:
+        c = RobotClient(server.url, timeout=5.0, retries=2)
+        for i in range(20):
+            try:
+                if i % 2:
+                    c.state()
+                else:
+                    c.set_pose(HOME_POSE)
+                answered.append(1)
+            except (RobotConnectionError, RobotServerError) as error:
+                failures.append(str(error))
+
+    threads = [threading.Thread(target=one_client, args=(k,)) for k in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == [] and len(answered) == 1000
+
+
+def test_a_token_is_required_when_set(backend, client):
+    secured = RobotServer(backend, port=0, token="s3cret-token").start()
+    try:
+        got, answer = raw(secured, "GET", "/state")
+        assert got == 401 and "ROBOT_SERVER_TOKEN" in answer["error"]
+        got, _ = raw(secured, "GET", "/state", headers={"Authorization": "Bearer wrong"})
+        assert got == 401
+        got, _ = raw(secured, "POST", "/pose", b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}',
+                     headers={"Authorization": "Bearer wrong"})
+        assert got == 401
+        good = RobotClient(secured.url, timeout=2.0, retries=0, token="s3cret-token")
+        assert "s3cret" not in repr(good)
+        assert good.state()["errors"] == [] and good.health()["counts"]["unauthorized"] == 3
+        with pytest.raises(RobotServerError) as refused:
+            RobotClient(secured.url, timeout=2.0, retries=3, backoff=1.0, token="").state()
+        assert refused.value.status == 401  # not retried
+    finally:
+        secured.stop()
+
+
+def test_the_token_comes_from_the_environment(backend, client, monkeypatch):
+    secured = RobotServer(backend, port=0, token="from-env").start()
+    try:
+        monkeypatch.setenv("ROBOT_SERVER_TOKEN", "from-env")
+        assert RobotClient(secured.url, timeout=2.0, retries=0).state()["errors"] == []
+    finally:
+        secured.stop()
+
+
+def test_binding_beyond_loopback_needs_a_token(backend):
+    with pytest.raises(ValueError, match="ROBOT_SERVER_TOKEN"):
+        RobotServer(backend, host="0.0.0.0", port=0)
+    exposed = RobotServer(backend, host="0.0.0.0", port=0, token="t")
+    exposed.stop()
+
+
+def test_entry_point_refuses_an_open_bind_without_a_token(subprocess_env):
+    env = {k: v for k, v in subprocess_env.items() if k != "ROBOT_SERVER_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0", "--host", "0.0.0.0"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode != 0 and "ROBOT_SERVER_TOKEN" in result.stderr + result.stdout

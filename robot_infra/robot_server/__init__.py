@@ -16,6 +16,7 @@ from typing import Any
 from robot_infra.robot_server.backend import (
     DEFAULT_IMPEDANCE,
     IMPEDANCE_LIMITS,
+    MotionLimits,
     NotSupported,
     RequestError,
     RobotBackend,
@@ -45,6 +46,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_IMPEDANCE",
     "IMPEDANCE_LIMITS",
+    "MotionLimits",
     "NotSupported",
     "RequestError",
     "RobotBackend",

@@ -3,22 +3,42 @@
     python -m robot_infra.robot_server --backend mujoco --port 5000
     python -m robot_infra.robot_server --backend franka --robot_ip 172.16.0.2 --port 5000
 
-Listens on 127.0.0.1 by default; give ``--host 0.0.0.0`` to serve actors on other machines
-(the server has no authentication: keep it on the robot's own network).
+Motion limits: every pose command is held inside a workspace box and a step from where the
+tool is (``robot_infra.robot_server.backend.MotionLimits``). ``--exp_name`` takes the box from
+an experiment's ``env.workspace_low`` / ``env.workspace_high``; ``--workspace_low`` and
+``--workspace_high`` give it directly (and win). The MuJoCo backend defaults to its sim task's
+box; a real arm's backend refuses to start without one.
+
+Listens on 127.0.0.1 by default. To serve actors on other machines (``--host 0.0.0.0``), set a
+shared token in the environment of the server and of every actor (never on the command line,
+where ``ps`` shows it)::
+
+    export ROBOT_SERVER_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(24))")
+
+The server refuses a non-loopback address without one. The token travels in plain HTTP: keep
+the server on the robot's own network.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from absl import app, flags
 
 from robot_infra.robot_server import BACKENDS, RobotServer, make_backend
+from robot_infra.robot_server.backend import MotionLimits
+from robot_infra.robot_server.server import TOKEN_ENV
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("backend", "mujoco", list(BACKENDS), "What drives the arm.")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
 flags.DEFINE_integer("port", 5000, "Port to listen on (0: any free port, printed at start).")
+flags.DEFINE_string("exp_name", "", "Experiment whose env.workspace_low/high bound every pose command.")
+flags.DEFINE_list("workspace_low", [], "x,y,z (m, base frame): the box's low corner (overrides --exp_name's).")
+flags.DEFINE_list("workspace_high", [], "x,y,z (m, base frame): the box's high corner.")
+flags.DEFINE_float("max_step", 0.1, "Metres a pose target may be from the tool's current position.")
+flags.DEFINE_float("max_rot_step", 0.5, "Radians a pose target's orientation may be from the tool's.")
 flags.DEFINE_string("robot_ip", "", "franka: the arm's FCI address.")
 flags.DEFINE_float("dynamics_factor", 0.1, "franka: fraction of the arm's velocity/acceleration/jerk limits.")
 flags.DEFINE_bool("gripper", True, "franka: a Franka Hand is attached.")
@@ -41,7 +61,12 @@ def main(argv: list[str]) -> None:
         backend = make_backend(
             "franka", robot_ip=FLAGS.robot_ip, dynamics_factor=FLAGS.dynamics_factor, gripper=FLAGS.gripper
         )
-    server = RobotServer(backend, FLAGS.host, FLAGS.port)
+    try:
+        server = RobotServer(backend, FLAGS.host, FLAGS.port, limits=motion_limits(backend),
+                             token=os.environ.get(TOKEN_ENV, ""))
+    except ValueError as error:
+        backend.close()
+        raise app.UsageError(str(error)) from None
     # One line a supervisor (or a test) can wait for.
     print(f"robot server ({FLAGS.backend}) listening on {server.url}", flush=True)
     try:
@@ -51,6 +76,34 @@ def main(argv: list[str]) -> None:
     finally:
         server.stop()
         backend.close()
+
+
+def motion_limits(backend) -> MotionLimits | None:
+    """The limits from the flags; None: the backend's own (the server refuses when it has none)."""
+    box = None
+    if FLAGS.exp_name:
+        from experiments.mappings import load_for_entry_point
+
+        _, config = load_for_entry_point(FLAGS.exp_name)
+        env = config.env
+        if "workspace_low" not in env or "workspace_high" not in env:
+            raise app.UsageError(f"experiment {FLAGS.exp_name!r} has no env.workspace_low/high; give "
+                                 "--workspace_low and --workspace_high")
+        box = (tuple(env.workspace_low), tuple(env.workspace_high))
+    if FLAGS.workspace_low or FLAGS.workspace_high:
+        try:
+            box = (tuple(float(v) for v in FLAGS.workspace_low), tuple(float(v) for v in FLAGS.workspace_high))
+        except ValueError as error:
+            raise app.UsageError(f"--workspace_low/--workspace_high: {error}") from None
+    if box is None:
+        default = backend.default_limits()
+        if default is None:
+            return None
+        box = (default.workspace_low, default.workspace_high)
+    try:
+        return MotionLimits(*box, max_step=FLAGS.max_step, max_rot_step=FLAGS.max_rot_step)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
 
 
 if __name__ == "__main__":

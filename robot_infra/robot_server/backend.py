@@ -9,11 +9,13 @@ ordered (x, y, z, w), as everywhere in the project (:mod:`serl_launcher.conventi
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from dm_robotics.transformations import transformations as tr
 
 GRIPPER_COMMANDS = ("open", "close")
 
@@ -70,12 +72,12 @@ def validate_impedance(update: Any, current: Mapping[str, float]) -> dict[str, f
     merged = dict(current)
     for name, value in update.items():
         if name not in IMPEDANCE_LIMITS:
-            raise RequestError(f"unknown impedance parameter {name!r}; known: {sorted(IMPEDANCE_LIMITS)}")
+            raise RequestError(f"unknown impedance parameter {short_repr(name)}; known: {sorted(IMPEDANCE_LIMITS)}")
         low, high, unit = IMPEDANCE_LIMITS[name]
         number = _as_float(value)
         if number is None or not low <= number <= high:
             raise RequestError(
-                f"impedance parameter {name!r} must be a number in [{low:g}, {high:g}] {unit}, got {value!r}"
+                f"impedance parameter {name!r} must be a number in [{low:g}, {high:g}] {unit}, got {short_repr(value)}"
             )
         merged[name] = number
     return merged
@@ -84,10 +86,10 @@ def validate_impedance(update: Any, current: Mapping[str, float]) -> dict[str, f
 def validate_pose(pose: Any, what: str = "pose") -> np.ndarray:
     """[x, y, z, qx, qy, qz, qw] -> (7,) float64 with a unit quaternion, or RequestError."""
     if not isinstance(pose, (list, tuple)) or len(pose) != 7:
-        raise RequestError(f"{what} must be a list of 7 numbers [x, y, z, qx, qy, qz, qw], got {pose!r}")
+        raise RequestError(f"{what} must be a list of 7 numbers [x, y, z, qx, qy, qz, qw], got {short_repr(pose)}")
     values = [_as_float(v) for v in pose]
     if any(v is None for v in values):
-        raise RequestError(f"{what} must contain only finite numbers, got {pose!r}")
+        raise RequestError(f"{what} must contain only finite numbers, got {short_repr(pose)}")
     out = np.array(values, dtype=np.float64)
     norm = float(np.linalg.norm(out[3:]))
     if not 0.9 <= norm <= 1.1:
@@ -96,21 +98,131 @@ def validate_pose(pose: Any, what: str = "pose") -> np.ndarray:
     return out
 
 
-def validate_qpos(qpos: Any, n_joints: int) -> np.ndarray:
+def validate_qpos(
+    qpos: Any, n_joints: int, limits: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """A list of `n_joints` finite angles (rad) inside `limits` (low, high), or RequestError
+    naming the first joint outside them."""
     if not isinstance(qpos, (list, tuple)) or len(qpos) != n_joints:
-        raise RequestError(f"qpos must be a list of {n_joints} joint angles (rad), got {qpos!r}")
+        raise RequestError(f"qpos must be a list of {n_joints} joint angles (rad), got {short_repr(qpos)}")
     values = [_as_float(v) for v in qpos]
     if any(v is None for v in values):
-        raise RequestError(f"qpos must contain only finite numbers, got {qpos!r}")
-    return np.array(values, dtype=np.float64)
+        raise RequestError(f"qpos must contain only finite numbers, got {short_repr(qpos)}")
+    out = np.array(values, dtype=np.float64)
+    if limits is not None:
+        low, high = limits
+        for i in np.flatnonzero((out < low) | (out > high)):
+            raise RequestError(
+                f"qpos[{i}] = {out[i]:.4f} rad is outside joint {i}'s limits [{low[i]:.4f}, {high[i]:.4f}]"
+            )
+    return out
 
 
 def _as_float(value: Any) -> float | None:
     # bool is an int in Python; a JSON true is never a gain.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        return None
     return value if math.isfinite(value) else None
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """repr(value), cut to `limit` characters (an error message must not echo a huge body)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+# A position further than this from the base (metres) is no pose on any arm: a client bug, refused.
+MAX_PLAUSIBLE_REACH = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionLimits:
+    """What a pose command may ask for, enforced by the server whatever the client computed.
+
+    Applied to every POST /pose target, in this order:
+
+    1. a step limit: a target further than `max_step` metres from both where the tool is and
+       the target it tracks now is moved onto the line towards it, `max_step` from the nearer of
+       the two (so an env's steps from the tool pass, and so do a reset's waypoints, each a small
+       step from the previous one however far the tool lags); an orientation more than
+       `max_rot_step` radians from the tool's is turned back to `max_rot_step` along the same
+       rotation;
+    2. the workspace box: the position is clamped into [`workspace_low`, `workspace_high`]
+       (base frame, metres). The box wins: a target is always inside it, even when the tool
+       itself is outside (after a joint reset elsewhere, or pushed there by hand), in which case
+       the first command may be further than `max_step` from the tool.
+
+    A target is clamped, not refused: the env's own commands are small steps inside its box, so
+    a clamp means a client bug or a box that differs between the env and the server; each one is
+    counted (GET /health) and named in the answer (``limited``). Positions further than
+    :data:`MAX_PLAUSIBLE_REACH` from the base are refused (400): no arm reaches there.
+    """
+
+    workspace_low: tuple[float, float, float]
+    workspace_high: tuple[float, float, float]
+    max_step: float = 0.1
+    max_rot_step: float = 0.5
+
+    def __post_init__(self):
+        low = np.asarray(self.workspace_low, dtype=np.float64)
+        high = np.asarray(self.workspace_high, dtype=np.float64)
+        if low.shape != (3,) or high.shape != (3,) or not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError(f"workspace_low and workspace_high need 3 finite numbers each, got "
+                             f"{self.workspace_low}, {self.workspace_high}")
+        if np.any(low >= high):
+            raise ValueError(f"workspace_low {tuple(low)} must be below workspace_high {tuple(high)} on every axis")
+        if not (math.isfinite(self.max_step) and self.max_step > 0):
+            raise ValueError(f"max_step must be a positive number of metres, got {self.max_step}")
+        if not (math.isfinite(self.max_rot_step) and self.max_rot_step > 0):
+            raise ValueError(f"max_rot_step must be a positive number of radians, got {self.max_rot_step}")
+        object.__setattr__(self, "workspace_low", tuple(float(v) for v in low))
+        object.__setattr__(self, "workspace_high", tuple(float(v) for v in high))
+
+    @classmethod
+    def from_box(cls, low: Sequence[float], high: Sequence[float], **kwargs: float) -> MotionLimits:
+        return cls(tuple(low), tuple(high), **kwargs)  # type: ignore[arg-type]
+
+    def apply(
+        self, pose: np.ndarray, tcp_pose: Sequence[float], target_pose: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """(the pose the arm may track, the limits that changed it: "step", "rotation_step",
+        "workspace"). `pose`, `tcp_pose` (where the tool is) and `target_pose` (what it tracks
+        now; None: the tool's pose): [x, y, z, qx, qy, qz, qw]."""
+        if float(np.max(np.abs(pose[:3]))) > MAX_PLAUSIBLE_REACH:
+            raise RequestError(
+                f"pose position {pose[:3].tolist()} is more than {MAX_PLAUSIBLE_REACH:g} m from the base: "
+                f"no arm reaches there (the workspace box is {self.workspace_low}..{self.workspace_high})"
+            )
+        out = np.array(pose, dtype=np.float64)
+        limited: list[str] = []
+        tcp = np.asarray(tcp_pose, dtype=np.float64)
+        references = [tcp[:3]] if target_pose is None else [tcp[:3], np.asarray(target_pose[:3], dtype=np.float64)]
+        reference = min(references, key=lambda p: float(np.linalg.norm(out[:3] - p)))
+        delta = out[:3] - reference
+        distance = float(np.linalg.norm(delta))
+        if distance > self.max_step:
+            out[:3] = reference + delta * (self.max_step / distance)
+            limited.append("step")
+        # Orientation step: the angle of the rotation from the tool's orientation to the target's.
+        target_wxyz, tcp_wxyz = out[[6, 3, 4, 5]], tcp[[6, 3, 4, 5]] / np.linalg.norm(tcp[3:])
+        relative = tr.quat_mul(target_wxyz, tr.quat_inv(tcp_wxyz))
+        angle = 2.0 * math.atan2(float(np.linalg.norm(relative[1:])), abs(float(relative[0])))
+        if angle > self.max_rot_step:
+            capped = tr.quat_slerp(tcp_wxyz, target_wxyz, self.max_rot_step / angle)
+            out[3:] = capped[[1, 2, 3, 0]] / np.linalg.norm(capped)
+            limited.append("rotation_step")
+        clamped = np.clip(out[:3], self.workspace_low, self.workspace_high)
+        if np.any(clamped != out[:3]):
+            out[:3] = clamped
+            limited.append("workspace")
+        return out, limited
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class RobotBackend(abc.ABC):
@@ -170,3 +282,13 @@ class RobotBackend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Static facts for /health."""
         return {"backend": self.name}
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) of each joint in radians, which joint resets are checked against before
+        the arm moves; None: the backend checks its own."""
+        return None
+
+    def default_limits(self) -> MotionLimits | None:
+        """The motion limits of a server started without any (a simulator knows its task's box);
+        None: the server refuses to start without limits (a real arm needs the experiment's)."""
+        return None

@@ -10,18 +10,23 @@ Every call either returns the server's JSON answer or raises, within
   same request would fail the same way. ``.status`` and ``.message`` carry the server's answer.
 
 Resending is safe because every command of the server is absolute (see ``server.py``).
+
+The shared token, when the server has one, comes from the ``ROBOT_SERVER_TOKEN`` environment
+variable (or ``token=``), never from a config file, so it does not land in a run's saved config.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 RETRIED_STATUSES = (502, 503, 504)
+TOKEN_ENV = "ROBOT_SERVER_TOKEN"  # the server's name for it too (robot_infra.robot_server.server)
 
 
 class RobotConnectionError(ConnectionError):
@@ -45,6 +50,7 @@ class RobotClient:
         retries: further attempts after a failed one (0: one attempt only).
         backoff: seconds before the first retry, doubled before each next one.
         reset_timeout: seconds for one attempt of a joint reset (the arm moves while it waits).
+        token: the server's shared token; None: ``$ROBOT_SERVER_TOKEN`` if set, else none.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class RobotClient:
         retries: int = 2,
         backoff: float = 0.1,
         reset_timeout: float = 30.0,
+        token: str | None = None,
     ):
         if timeout <= 0 or reset_timeout <= 0 or retries < 0 or backoff < 0:
             raise ValueError(
@@ -65,6 +72,13 @@ class RobotClient:
         # No proxy: the robot server is on the robot's network, and a proxy from the environment
         # would turn "server down" into a proxy's 502 after its own long timeout.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        token = os.environ.get(TOKEN_ENV, "") if token is None else token
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:  # never the token
+        return f"RobotClient({self.url!r}, token={'set' if 'Authorization' in self._headers else 'none'})"
 
     # ------------------------------------------------------------------ endpoints
 
@@ -111,7 +125,7 @@ class RobotClient:
                 time.sleep(delay)
                 delay *= 2.0
             request = urllib.request.Request(
-                self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+                self.url + path, data=data, method=method, headers=self._headers
             )
             try:
                 with self._opener.open(request, timeout=timeout) as response:

@@ -45,6 +45,13 @@ INSTALL_HINT = (
 
 # A folded, wrist-down posture within the joint limits of both Panda and FR3.
 DEFAULT_HOME_QPOS = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+# The Panda's joint position limits (rad, Franka's datasheet); a joint reset outside them is
+# refused by the server before libfranka sees it. FR3's ranges differ on some joints (joint 6
+# reaches further); libfranka's own check stays in force behind this one either way.
+JOINT_LIMITS = (
+    (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
+    (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
+)
 
 
 def _import_franky():
@@ -185,6 +192,9 @@ class FrankaBackend(RobotBackend):
             self._errors = []
             self._target = None
             return cleared
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(JOINT_LIMITS[0]), np.array(JOINT_LIMITS[1])
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "robot_ip": self.robot_ip, "gripper": self.gripper is not None}

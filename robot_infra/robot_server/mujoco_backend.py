@@ -42,6 +42,7 @@ import numpy as np
 
 from robot_infra.robot_server.backend import (
     DEFAULT_IMPEDANCE,
+    MotionLimits,
     RobotBackend,
     RobotFault,
     validate_impedance,
@@ -91,6 +92,7 @@ class MujocoBackend(RobotBackend):
         self.physics_dt, self.ik_hz, self._n_sub = physics_dt, ik_hz, n_sub
         self.joint_reset_speed, self.force_limit = joint_reset_speed, force_limit
         self._rng = np.random.default_rng(seed)
+        self._workspace = (tuple(sim_cfg.workspace_low), tuple(sim_cfg.workspace_high))
         self._cube_xy_low, self._cube_xy_high = np.array(sim_cfg.cube_xy_low), np.array(sim_cfg.cube_xy_high)
 
         m = self.model
@@ -335,6 +337,14 @@ class MujocoBackend(RobotBackend):
             self._target_pos, self._target_quat = self._ik.site_pos(), self._ik.site_quat_wxyz()
             self._update_snapshot()
             return cleared
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        ranges = self.model.jnt_range[[self.model.joint(j).id for j in task.ARM_JOINTS]]
+        return ranges[:, 0].copy(), ranges[:, 1].copy()
+
+    def default_limits(self) -> MotionLimits:
+        """The sim task's workspace box (sim_envs.panda_pick_cube.default_config())."""
+        return MotionLimits(*self._workspace)
 
     def describe(self) -> dict[str, Any]:
         return {

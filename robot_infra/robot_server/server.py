@@ -8,7 +8,7 @@ method   path             body                                        answer
 GET      /                                                            the endpoint list
 GET      /health                                                      ``ok``, backend facts, uptime
 GET      /state                                                       the backend's state (RobotBackend)
-POST     /pose            ``{"pose": [x, y, z, qx, qy, qz, qw]}``     ``ok``, ``target``
+POST     /pose            ``{"pose": [x, y, z, qx, qy, qz, qw]}``     ``ok``, ``target``, ``limited``
 POST     /gripper         ``{"command": "open" | "close"}``           ``ok``, ``command``
 GET      /impedance                                                   every impedance parameter
 POST     /impedance       some of ``IMPEDANCE_LIMITS``' keys          every parameter now in force
@@ -18,8 +18,22 @@ POST     /clear_errors    (none)                                      ``cleared`
 =======  ===============  ==========================================  =================================
 
 Errors answer ``{"error": message}`` with status 400 (malformed JSON, a bad or out-of-range
-value), 404 (unknown path), 405 (known path, wrong method), 409 (the arm is in error or busy:
-POST /clear_errors), 413 (body too large), 501 (the backend cannot do it) or 500.
+value), 401 (token missing or wrong), 404 (unknown path), 405 (known path, wrong method), 409 (the
+arm is in error or busy: POST /clear_errors), 408 (the body did not arrive), 411 (a chunked
+body), 413 (body too large), 501 (the backend cannot do it), or 500 only when the backend itself failed: no input
+reaches a 500.
+
+The server protects the arm from its clients:
+
+- every pose target goes through :class:`~robot_infra.robot_server.backend.MotionLimits` (a
+  step limit from where the tool is, then the workspace box): clamped, counted, and named in the
+  answer's ``limited`` list; a joint reset's ``qpos`` must lie inside the backend's joint limits;
+- a shared token (``Authorization: Bearer <token>``) is required on every request when the
+  server has one; binding anything but a loopback address without a token is refused, so an arm
+  is never open to a whole network by accident. The token is compared in constant time and
+  never logged;
+- a listen backlog of :data:`LISTEN_BACKLOG` and one thread per connection, so bursts of many
+  clients queue instead of being refused.
 
 Commands are absolute (a pose, a gripper state, parameter values), so a client may resend one
 whose answer it did not get without moving the arm twice.
@@ -27,10 +41,13 @@ whose answer it did not get without moving the arm twice.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,18 +55,22 @@ from typing import Any
 
 from robot_infra.robot_server.backend import (
     GRIPPER_COMMANDS,
+    MotionLimits,
     NotSupported,
     RequestError,
     RobotBackend,
     RobotFault,
+    short_repr,
     validate_impedance,
     validate_pose,
     validate_qpos,
 )
+from robot_infra.robot_server.client import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+LISTEN_BACKLOG = 256  # connections the kernel queues while every thread is busy (http.server: 5)
 
 Route = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -59,10 +80,39 @@ class RobotServer:
 
     ``start()`` serves from a daemon thread; ``serve_forever()`` blocks; ``stop()`` closes the
     socket (the backend keeps running: a restarted server can serve it again).
+
+    Args:
+        limits: what pose commands may ask for; default: the backend's own
+            (``backend.default_limits()``), and a backend without any (a real arm) refuses to
+            be served without them.
+        token: the shared secret every request must carry (None or "": none). Required when
+            `host` is not a loopback address.
     """
 
-    def __init__(self, backend: RobotBackend, host: str = "127.0.0.1", port: int = 5000):
-        self.backend = backend
+    def __init__(
+        self,
+        backend: RobotBackend,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        limits: MotionLimits | None = None,
+        token: str | None = None,
+    ):
+        limits = limits if limits is not None else backend.default_limits()
+        if limits is None:
+            raise ValueError(
+                f"the {backend.name} backend needs motion limits: give the experiment "
+                "(--exp_name, whose env.workspace_low/high become the box) or --workspace_low and "
+                "--workspace_high, so that no client can drive the arm outside its workspace"
+            )
+        if not token and not _is_loopback(host):
+            raise ValueError(
+                f"binding {host!r} serves the arm to other machines: set a shared token "
+                f"({TOKEN_ENV}=... in the environment of the server and of every actor), or bind 127.0.0.1"
+            )
+        self.backend, self.limits = backend, limits
+        self._token = (token or "").encode()
+        self.counts: Counter[str] = Counter()  # limits applied and requests refused, by kind
+        self._counts_lock = threading.Lock()
         self._started = time.monotonic()
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "/"): self._index,
@@ -75,8 +125,7 @@ class RobotServer:
             ("POST", "/reset"): self._reset,
             ("POST", "/clear_errors"): lambda body: {"cleared": backend.clear_errors()},
         }
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -114,17 +163,36 @@ class RobotServer:
         return {"endpoints": [f"{method} {path}" for method, path in self.routes]}
 
     def _health(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, **self.backend.describe(), "uptime_s": time.monotonic() - self._started}
+        with self._counts_lock:
+            counts = dict(self.counts)
+        return {
+            "ok": True, **self.backend.describe(), "uptime_s": time.monotonic() - self._started,
+            "limits": self.limits.describe(), "token_required": bool(self._token), "counts": counts,
+        }
+
+    def count(self, kind: str) -> None:
+        with self._counts_lock:
+            self.counts[kind] += 1
+
+    def authorized(self, header: str | None) -> bool:
+        if not self._token:
+            return True
+        scheme, _, given = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
     def _pose(self, body: dict[str, Any]) -> dict[str, Any]:
         pose = validate_pose(_require(body, "pose"))
+        state = self.backend.state()
+        pose, limited = self.limits.apply(pose, state["tcp_pose"], state.get("target_pose"))
         self.backend.set_pose_target(pose)
-        return {"ok": True, "target": pose.tolist()}
+        for kind in limited:
+            self.count(f"limited_{kind}")
+        return {"ok": True, "target": pose.tolist(), "limited": limited}
 
     def _gripper(self, body: dict[str, Any]) -> dict[str, Any]:
         command = _require(body, "command")
         if command not in GRIPPER_COMMANDS:
-            raise RequestError(f"gripper command must be one of {list(GRIPPER_COMMANDS)}, got {command!r}")
+            raise RequestError(f"gripper command must be one of {list(GRIPPER_COMMANDS)}, got {short_repr(command)}")
         self.backend.set_gripper(command)
         return {"ok": True, "command": command}
 
@@ -135,15 +203,29 @@ class RobotServer:
     def _reset(self, body: dict[str, Any]) -> dict[str, Any]:
         unknown = set(body) - {"qpos", "scene"}
         if unknown:
-            raise RequestError(f"unknown /reset fields {sorted(unknown)}; known: ['qpos', 'scene']")
+            raise RequestError(f"unknown /reset fields {short_repr(sorted(unknown))}; known: ['qpos', 'scene']")
         qpos = body.get("qpos")
         if qpos is not None:
-            qpos = validate_qpos(qpos, self.backend.n_joints)
+            qpos = validate_qpos(qpos, self.backend.n_joints, self.backend.joint_limits())
         scene = body.get("scene", False)
         if not isinstance(scene, bool):
-            raise RequestError(f"'scene' must be true or false, got {scene!r}")
+            raise RequestError(f"'scene' must be true or false, got {short_repr(scene)}")
         self.backend.joint_reset(qpos, scene=scene)
         return self.backend.state()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: whatever it resolves to now may change
+        return False
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
 
 def _require(body: dict[str, Any], key: str) -> Any:
@@ -165,6 +247,13 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, method: str) -> None:
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
+            if not server.authorized(self.headers.get("Authorization")):
+                server.count("unauthorized")
+                self.close_connection = True  # do not read an unauthenticated body
+                self._reply(HTTPStatus.UNAUTHORIZED, {"error": f"missing or wrong token (Authorization: Bearer ...; "
+                                                               f"the client reads {TOKEN_ENV})"},
+                            headers={"WWW-Authenticate": 'Bearer realm="robot"'})
+                return
             route = server.routes.get((method, path))
             if route is None:
                 allowed = [m for m, p in server.routes if p == path]
@@ -178,9 +267,12 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
             try:
                 body = self._read_body() if method == "POST" else {}
                 self._reply(HTTPStatus.OK, route(body))
-            except _TooLarge as error:
-                self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
+            except _BadBody as error:
+                server.count("bad_request")
+                self.close_connection = True  # the rest of the stream cannot be trusted
+                self._reply(error.status, {"error": str(error)})
             except RequestError as error:
+                server.count("bad_request")
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
             except RobotFault as error:
                 self._reply(HTTPStatus.CONFLICT, {"error": str(error)})
@@ -191,19 +283,32 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(error).__name__}: {error}"})
 
         def _read_body(self) -> dict[str, Any]:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError as error:
-                raise RequestError("bad Content-Length header") from error
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                raise _BadBody(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not accepted; send Content-Length")
+            header = self.headers.get("Content-Length")
+            if header is None:
+                return {}
+            header = header.strip()
+            if not header.isdigit() or len(header) > 12:
+                raise _BadBody(HTTPStatus.BAD_REQUEST, f"bad Content-Length header {header[:40]!r}")
+            length = int(header)
             if length > MAX_BODY_BYTES:
-                raise _TooLarge(f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
-            raw = self.rfile.read(length) if length > 0 else b""
+                raise _BadBody(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+            try:
+                raw = self.rfile.read(length) if length > 0 else b""
+            except TimeoutError as error:
+                raise _BadBody(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.timeout:g} s") from error
+            if len(raw) < length:
+                raise _BadBody(HTTPStatus.BAD_REQUEST, f"body ended after {len(raw)} of {length} bytes")
             if not raw.strip():
                 return {}
             try:
                 body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise RequestError(f"malformed JSON body: {error}") from error
+            except RecursionError:
+                raise _BadBody(HTTPStatus.BAD_REQUEST, "malformed JSON body: nested too deeply") from None
+            except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError, an over-long integer
+                raise _BadBody(HTTPStatus.BAD_REQUEST, f"malformed JSON body: {str(error)[:200]}") from None
             if not isinstance(body, dict):
                 raise RequestError(f"the request body must be a JSON object, got {type(body).__name__}")
             return body
@@ -224,5 +329,9 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _TooLarge(Exception):
-    pass
+class _BadBody(Exception):
+    """The request's body cannot be read as a JSON object (its status says why)."""
+
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
