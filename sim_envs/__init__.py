@@ -2,6 +2,7 @@
 
 - ``PandaPickCube-v0``: state observations (proprio + cube position).
 - ``PandaPickCubeVision-v0``: proprio + ``front`` and ``wrist`` camera images.
+- ``SO101PickCube-v0``, ``SO101PickCubeVision-v0``: the same task on the SO-101 arm.
 
 It also selects a headless OpenGL backend when there is no display (see
 :mod:`sim_envs.rendering`): MuJoCo reads ``MUJOCO_GL`` once, at its first import, so the choice
@@ -14,12 +15,19 @@ from sim_envs.rendering import select_gl_backend
 
 select_gl_backend()
 
-ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0")
+ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0", "SO101PickCube-v0", "SO101PickCubeVision-v0")
 
 if "PandaPickCube-v0" not in registry:
     register(id="PandaPickCube-v0", entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv")
     register(
         id="PandaPickCubeVision-v0",
         entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv",
+        kwargs={"image_obs": True},
+    )
+if "SO101PickCube-v0" not in registry:
+    register(id="SO101PickCube-v0", entry_point="sim_envs.so101_pick_cube:SO101PickCubeEnv")
+    register(
+        id="SO101PickCubeVision-v0",
+        entry_point="sim_envs.so101_pick_cube:SO101PickCubeEnv",
         kwargs={"image_obs": True},
     )

@@ -14,14 +14,15 @@ import numpy as np
 
 from serl_launcher import conventions
 from serl_launcher.human.base import DeviceAction
-from sim_envs.panda_pick_cube import PandaPickCubeEnv
+from sim_envs.pick_cube_base import PickCubeEnv
 
 
 class PickCubeExpert:
     """Proposes pick-cube actions; takes over on every step it is asked.
 
     Args:
-        env: a pick-cube env (wrappers allowed; the expert reads ``env.unwrapped``).
+        env: a pick-cube env (:class:`~sim_envs.pick_cube_base.PickCubeEnv`: the Panda's or the
+            SO-101's; wrappers allowed, the expert reads ``env.unwrapped``).
         noise: standard deviation of Gaussian noise added to the translation commands (in action
             units) while the gripper is open, for diverse demonstrations.
         seed: seed of the noise generator.
@@ -41,8 +42,11 @@ class PickCubeExpert:
         grasp_wait: int = 2,
     ):
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, PandaPickCubeEnv):
-            raise TypeError(f"PickCubeExpert needs a PandaPickCubeEnv, got {type(unwrapped).__name__}")
+        if not isinstance(unwrapped, PickCubeEnv):
+            raise TypeError(
+                "PickCubeExpert needs a pick-cube env (PandaPickCubeEnv, SO101PickCubeEnv), "
+                f"got {type(unwrapped).__name__}"
+            )
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
         self._env = unwrapped

@@ -199,8 +199,8 @@ def test_gripper_closes_and_opens():
     assert not env.gripper_closed and env.gripper_pose() < 0.05
 
 
-@pytest.mark.parametrize("xml", sorted(XML_DIR.glob("*.xml")), ids=lambda p: p.name)
-def test_scene_xml_compiles_and_steps_without_warnings(xml):
+@pytest.mark.parametrize("xml", [XML_DIR / "panda.xml", XML_DIR / "pick_cube.xml"], ids=lambda p: p.name)
+def test_scene_xml_compiles_and_steps_without_warnings(xml):  # the SO-101 / Koch XMLs: test_so101_sim.py
     model = mujoco.MjModel.from_xml_path(str(xml))
     data = mujoco.MjData(model)
     mujoco.mj_resetData(model, data)
