@@ -22,6 +22,9 @@ setup(
         "imageio-ffmpeg",
         "jax",
         "matplotlib",
+        # Inverse kinematics of the SO-101 / Koch arms (sim_envs.kinematics), with its QP solver.
+        "mink>=1.3",
+        "daqp",
         "ml-collections",
         "msgpack",
         "mujoco>=3.2",
@@ -34,8 +37,15 @@ setup(
         "tfp-nightly",
         "tqdm",
     ],
+    # Intervention devices outside serl_launcher register here (serl_launcher.human.devices).
+    entry_points={
+        "serl_launcher.devices": [
+            "viewer = sim_envs.viewer:ViewerKeyboard",
+            "leader_arm = robot_infra.leader_arm:LeaderArm",
+        ],
+    },
     extras_require={
-        "robot": ["dynamixel-sdk", "hidapi", "pynput", "pyserial"],
+        "robot": ["dynamixel-sdk", "feetech-servo-sdk", "hidapi", "pynput", "pyserial"],
         # Hardware-only, not installed by the setup script (no arm or camera here):
         "franka": ["franky-control>=2.0"],  # robot_infra.robot_server's Franka backend
         "realsense": ["pyrealsense2"],  # robot_infra.cameras.RealSenseCamera

@@ -68,6 +68,17 @@ def base_config() -> config_dict.ConfigDict:
             # the classifier's reward), rerecord ends it and record_demos.py discards it, ready
             # ends the pause before a reset (pause_before_reset). A device without buttons for
             # them (SpaceMouse, leader arm) uses the keyboard's keys alongside.
+            # The leader arm (device "leader_arm", robot_infra.leader_arm.LeaderArm): a known arm
+            # ("so101", "so100": Feetech; "koch": Dynamixel) on `port` with its calibration file
+            # (python -m robot_infra.tools.calibrate_arm). pos_scale / rot_scale: the env's metres
+            # and radians per step at |a| = 1 (an experiment sets them from its env config);
+            # motion_scale: robot metres per leader metre; frame_yaw: the leader's base turned
+            # about z from the robot's (rad). An arm of your own: replace this section in the
+            # experiment's config with LeaderArm's arguments (motors, chain, bus ...).
+            "leader_arm": config_dict.ConfigDict({
+                "arm": "so101", "port": "", "calibration": "", "pos_scale": 0.04, "rot_scale": 0.2,
+                "motion_scale": 1.0, "frame_yaw": 0.0, "hold_steps": 5,
+            }),
             "episode": config_dict.ConfigDict({
                 "keyboard": {"success": "enter", "failure": "esc", "rerecord": "backspace", "ready": "n"},
                 "gamepad": {"success": "y", "failure": "b", "rerecord": "x", "ready": "view"},

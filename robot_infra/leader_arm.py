@@ -1,4 +1,12 @@
-"""A Dynamixel leader arm as an intervention device: move it by hand, the robot's tool follows.
+"""A leader arm as an intervention device: move it by hand, the robot's tool follows.
+
+Any arm on a Dynamixel or Feetech bus (:mod:`robot_infra.servo_bus`): the SO-100 / SO-101
+leaders (Feetech STS3215), Koch's leader (Dynamixel), or an arm of your own. For the known arms
+give ``arm=`` ("so101", "so100", "koch") and ``calibration=`` (the file
+``python -m robot_infra.tools.calibrate_arm`` writes): the motors, their zeros and the gripper's
+ends come from the calibration and the kinematic model is the arm's MJCF (:mod:`sim_envs.kinematics`,
+joint angle = calibrated angle + the middle of the model's range, as on the followers). For
+another arm give ``motors=`` and ``chain=`` (below) and ``bus=``.
 
 Mapping (relative, end-effector deltas). At every ``get_action`` the leader's joint angles are
 read (one sync read, torque off so the arm moves freely) and put through a kinematic model of
@@ -39,7 +47,7 @@ from typing import Any
 import numpy as np
 from dm_robotics.transformations import transformations as tr
 
-from robot_infra.dynamixel.driver import DynamixelArm, Motor
+from robot_infra.servo_bus import Motor
 from serl_launcher import conventions
 from serl_launcher.human.base import DeviceAction
 
@@ -114,6 +122,26 @@ class KinematicChain:
         return position + rotation @ self.tool_offset, rotation
 
 
+class ModelChain:
+    """The forward kinematics of a known arm's MuJoCo model (SO-101, SO-100, Koch), fed with
+    calibrated angles (zero in the middle of each joint's range): the same shape as
+    :class:`KinematicChain`."""
+
+    def __init__(self, arm: str):
+        from sim_envs.kinematics import arm_kinematics
+
+        self._kinematics = arm_kinematics(arm)
+        self._offsets = 0.5 * (self._kinematics.q_low + self._kinematics.q_high)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._kinematics.joints
+
+    def forward(self, angles: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        position, quat_xyzw = self._kinematics.fk(np.asarray(angles, np.float64) + self._offsets)
+        return position, tr.quat_to_mat(conventions.xyzw_to_wxyz(quat_xyzw))[:3, :3]
+
+
 DEFAULT_MOTORS = (
     Motor("base_yaw", 1), Motor("shoulder", 2), Motor("elbow", 3),
     Motor("wrist_pitch", 4), Motor("wrist_roll", 5), Motor("gripper", 6),
@@ -134,6 +162,10 @@ class LeaderArm:
     Args:
         action_dim: 4 (``[dx, dy, dz, gripper]``) or 7 (with ``droll, dpitch, dyaw``).
         port: the leader's serial device (required), e.g. ``/dev/ttyUSB0``.
+        arm: "so101", "so100" or "koch": a known arm, with `calibration` (motors, chain,
+            tool_offset and the gripper's angles then come from there); None: a custom arm.
+        calibration: the known arm's calibration file.
+        bus: "dynamixel" or "feetech"; "" (default): the known arm's, else "dynamixel".
         motors: every motor of the leader (Motor or mappings of its fields).
         chain: the kinematic model: joints (ChainJoint, mappings, or ``(name, axis, offset)``)
             naming motors in `motors`, from the base outwards.
@@ -146,13 +178,16 @@ class LeaderArm:
         deadzone, rot_deadzone: motion per step (metres, radians) below which a person is
             not taken to be moving the arm.
         hold_steps: steps the device keeps intervening after the last motion.
-        baudrate, timeout_ms, retries: see :class:`~robot_infra.dynamixel.driver.DynamixelArm`.
+        baudrate, timeout_ms, retries: see :class:`~robot_infra.servo_bus.ServoArm`.
     """
 
     def __init__(
         self,
         action_dim: int = 4,
         port: str | None = None,
+        arm: str | None = None,
+        calibration: str = "",
+        bus: str = "",
         motors: Sequence[Motor | Mapping[str, Any]] = DEFAULT_MOTORS,
         chain: Sequence[ChainJoint | Mapping[str, Any] | Sequence[Any]] = DEFAULT_CHAIN,
         tool_offset: Sequence[float] = DEFAULT_TOOL_OFFSET,
@@ -181,10 +216,29 @@ class LeaderArm:
             raise ValueError("gripper_open and gripper_closed must differ")
         if hold_steps < 0 or deadzone < 0 or rot_deadzone < 0:
             raise ValueError("hold_steps, deadzone and rot_deadzone must be >= 0")
+        from robot_infra import calibration as calib
+
         self.action_dim = action_dim
-        self.chain = KinematicChain(chain, tool_offset)
-        self.arm = DynamixelArm(port, motors, baudrate=baudrate, timeout_ms=timeout_ms,
-                                retries=retries)
+        if arm:
+            if arm not in calib.ARMS:
+                raise ValueError(f"unknown leader arm {arm!r}; known: {sorted(calib.ARMS)} (or arm=None "
+                                 "with motors= and chain= for your own)")
+            if not calibration:
+                raise calib.CalibrationError(f"the {arm} leader needs calibration= (its calibration file); "
+                                             f"make one with: {calib.calibrate_command(arm, port)}")
+            spec = calib.ARMS[arm]
+            if bus and bus != spec.bus:
+                raise ValueError(f"the {arm} leader is on a {spec.bus} bus, not {bus!r}")
+            bus = spec.bus
+            recorded = calib.load_calibration(calibration, spec.motors, arm=arm, port=port)
+            motors = recorded.motors
+            self.chain: KinematicChain | ModelChain = ModelChain(arm)
+            gripper_joint = calib.GRIPPER
+            gripper_open, gripper_closed = recorded.gripper_angle(0.0), recorded.gripper_angle(1.0)
+        else:
+            self.chain = KinematicChain(chain, tool_offset)
+        self.arm = calib.make_arm(bus or "dynamixel", port, motors, baudrate=baudrate,
+                                  timeout_ms=timeout_ms, retries=retries)
         unknown = [n for n in self.chain.names + ((gripper_joint,) if gripper_joint else ())
                    if n not in self.arm.names]
         if unknown:

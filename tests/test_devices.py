@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +17,8 @@ from conftest import REPO
 
 import sim_envs  # noqa: F401
 from experiments.base import base_config
-from serl_launcher.human import DEVICE_KINDS, InterventionDevice, make_device
+from serl_launcher.human import InterventionDevice, device_kinds, make_device, register_device
+from serl_launcher.human import devices as devices_module
 from serl_launcher.human import gamepad as gp
 from serl_launcher.human import spacemouse as sm
 from serl_launcher.human.devices import device_from_config
@@ -396,7 +398,7 @@ def test_missing_hidapi_is_named(monkeypatch):
 
 
 def test_make_device_kinds():
-    assert set(DEVICE_KINDS) == {"scripted", "keyboard", "spacemouse", "gamepad", "viewer", "leader_arm", "none"}
+    assert set(device_kinds()) == {"scripted", "keyboard", "spacemouse", "gamepad", "viewer", "leader_arm", "none"}
     assert make_device("none", 4) is None
     viewer = make_device("viewer", 7)
     assert isinstance(viewer, ViewerKeyboard) and viewer.action_dim == 7
@@ -413,6 +415,45 @@ def test_make_device_kinds():
     with pytest.raises(TypeError):
         make_device("spacemouse", 4, dead_zone=0.2, connect=False)  # misspelt: an error, not ignored
     env.close()
+
+
+def test_the_library_imports_no_device_package_and_kinds_register_themselves(subprocess_env):
+    # serl_launcher.human names no module of sim_envs or robot_infra: their devices come from
+    # entry points (setup.py), loaded when their kind is first asked for.
+    code = (
+        "import sys\n"
+        "from serl_launcher.human import devices\n"
+        "kinds = devices.device_kinds()\n"
+        "assert 'viewer' in kinds and 'leader_arm' in kinds, kinds\n"
+        "assert not [m for m in sys.modules if m.startswith(('sim_envs', 'robot_infra'))]\n"
+        "devices.make_device('viewer', 4)\n"
+        "assert 'sim_envs.viewer' in sys.modules\n"
+        "assert not [m for m in sys.modules if m.startswith('robot_infra')]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    source = Path(devices_module.__file__).read_text()
+    assert "import sim_envs" not in source and "import robot_infra" not in source
+    assert "from sim_envs" not in source and "from robot_infra" not in source
+
+
+def test_register_device_adds_a_kind():
+    made = []
+
+    def factory(action_dim, **kwargs):
+        made.append((action_dim, kwargs))
+        return None
+
+    register_device("my_pedal", factory)
+    try:
+        assert "my_pedal" in device_kinds()
+        make_device("my_pedal", 4, sensitivity=2)
+        assert made == [(4, {"sensitivity": 2})]
+        register_device("my_pedal_by_path", "serl_launcher.human.keyboard:KeyboardDevice")
+        assert isinstance(make_device("my_pedal_by_path", 4, listen=False), KeyboardDevice)
+    finally:
+        devices_module._REGISTRY.pop("my_pedal", None)
+        devices_module._REGISTRY.pop("my_pedal_by_path", None)
 
 
 def test_device_from_config(monkeypatch):

@@ -23,7 +23,7 @@ from robot_infra.dynamixel.driver import (
     ticks_to_radians,
 )
 from robot_infra.dynamixel.emulator import DynamixelEmulator, EmulatedMotor
-from robot_infra.dynamixel.leader_arm import ChainJoint, KinematicChain, LeaderArm
+from robot_infra.leader_arm import ChainJoint, KinematicChain, LeaderArm
 from serl_launcher.human import InterventionDevice, make_device
 from serl_launcher.human.devices import device_from_config
 

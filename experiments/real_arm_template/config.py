@@ -115,9 +115,12 @@ class _ClosesCameras(gym.Wrapper):
 def make_expert(env: gym.Env, config: config_dict.ConfigDict, seed: int | None = None):
     """The person's device drives demos and frame recording (there is no scripted expert, so
     there is nothing to seed)."""
-    from serl_launcher.human.devices import episode_kwargs, make_device
+    from experiments.mappings import resolve_path
+    from serl_launcher.human.devices import device_kwargs, make_device
 
     intervention = config.actor.intervention
     kind = intervention.device
-    kwargs = dict(intervention.get("leader_arm", {})) if kind == "leader_arm" else episode_kwargs(kind, intervention)
+    kwargs = device_kwargs(kind, intervention)
+    if kwargs.get("calibration"):  # a leader arm's calibration file: relative to this folder
+        kwargs["calibration"] = str(resolve_path(config.exp_name, kwargs["calibration"]))
     return make_device(kind, int(env.action_space.shape[-1]), **kwargs)

@@ -1,5 +1,5 @@
-"""Dynamixel arms (Protocol 2.0): a driver on dynamixel-sdk, a leader-arm intervention device, and
-a pty emulator of the protocol for tests without hardware."""
+"""Dynamixel arms (Protocol 2.0): a driver on dynamixel-sdk and a pty emulator of the protocol for
+tests without hardware. The leader-arm device (any bus) is :mod:`robot_infra.leader_arm`."""
 
 from robot_infra.dynamixel.driver import (
     DynamixelArm,
@@ -13,10 +13,9 @@ from robot_infra.dynamixel.driver import (
     ticks_to_radians,
 )
 from robot_infra.dynamixel.emulator import DynamixelEmulator, EmulatedMotor
-from robot_infra.dynamixel.leader_arm import ChainJoint, KinematicChain, LeaderArm
 
 __all__ = [
-    "ChainJoint", "DynamixelArm", "DynamixelChecksumError", "DynamixelEmulator", "DynamixelError",
-    "DynamixelTimeoutError", "EmulatedMotor", "KinematicChain", "LeaderArm", "Motor", "MotorError",
+    "DynamixelArm", "DynamixelChecksumError", "DynamixelEmulator", "DynamixelError",
+    "DynamixelTimeoutError", "EmulatedMotor", "Motor", "MotorError",
     "PositionLimitError", "radians_to_ticks", "ticks_to_radians",
 ]

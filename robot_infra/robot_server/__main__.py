@@ -2,6 +2,8 @@
 
     python -m robot_infra.robot_server --backend mujoco --port 5000
     python -m robot_infra.robot_server --backend franka --robot_ip 172.16.0.2 --port 5000
+    python -m robot_infra.robot_server --backend so101 --serial_port /dev/ttyACM0 \
+        --calibration ~/so101_follower.json --exp_name so101_real
 
 Motion limits: every pose command is held inside a workspace box and a step from where the
 tool is (``robot_infra.robot_server.backend.MotionLimits``). ``--exp_name`` takes the box from
@@ -47,6 +49,9 @@ flags.DEFINE_float("ik_hz", 50.0, "mujoco: controller updates per second.")
 flags.DEFINE_float("force_limit", 150.0, "mujoco: external force (N) that trips the reflex.")
 flags.DEFINE_float("joint_reset_speed", 1.0, "mujoco: joint reset speed (rad/s).")
 flags.DEFINE_integer("seed", 0, "mujoco: seed for the cube's position on a scene reset.")
+flags.DEFINE_string("serial_port", "", "so101 / so100 / koch: the follower's serial device.")
+flags.DEFINE_string("calibration", "", "so101 / so100 / koch: its calibration file (robot_infra.tools.calibrate_arm).")
+flags.DEFINE_float("control_hz", 30.0, "so101 / so100 / koch: control-loop rate (read, IK, write).")
 
 
 def main(argv: list[str]) -> None:
@@ -57,10 +62,19 @@ def main(argv: list[str]) -> None:
             "mujoco", physics_dt=FLAGS.physics_dt, ik_hz=FLAGS.ik_hz, force_limit=FLAGS.force_limit,
             joint_reset_speed=FLAGS.joint_reset_speed, seed=FLAGS.seed,
         )
-    else:
+    elif FLAGS.backend == "franka":
         backend = make_backend(
             "franka", robot_ip=FLAGS.robot_ip, dynamics_factor=FLAGS.dynamics_factor, gripper=FLAGS.gripper
         )
+    else:
+        from robot_infra.calibration import CalibrationError
+        from robot_infra.servo_bus import ServoBusError
+
+        try:
+            backend = make_backend(FLAGS.backend, port=FLAGS.serial_port, calibration=FLAGS.calibration,
+                                   control_hz=FLAGS.control_hz)
+        except (CalibrationError, ServoBusError, ValueError) as error:
+            raise app.UsageError(str(error)) from None
     try:
         server = RobotServer(backend, FLAGS.host, FLAGS.port, limits=motion_limits(backend),
                              token=os.environ.get(TOKEN_ENV, ""))
