@@ -19,6 +19,9 @@ CONFIG_MAPPING: dict[str, str] = {
     "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
     "pick_cube_sim_vision_gpu": "experiments.pick_cube_sim_vision_gpu.config",
     "real_arm_template": "experiments.real_arm_template.config",
+    "so101_pick_cube_sim": "experiments.so101_pick_cube_sim.config",
+    "so101_pick_cube_sim_vision": "experiments.so101_pick_cube_sim_vision.config",
+    "so101_real": "experiments.so101_real.config",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
@@ -42,12 +45,19 @@ def resolve_path(exp_name: str, path: str) -> Path:
 
 
 def demo_files(config) -> list[Path]:
-    """The demo files a run of `config` trains from: ``demos.paths``, then every
+    """The demo files a run of `config` trains from: ``demos.paths`` (files, or folders standing
+    for their demo files, e.g. a sim experiment's ``demos`` folder for a real-arm run), then every
     ``experiments/<exp>/demos/*.npz`` (what record_demos.py writes) and ``*.pkl`` (older
     versions' pickles: refused on load unless ``demos.allow_pickle``, never skipped quietly)."""
-    paths = [resolve_path(config.exp_name, p) for p in config.demos.paths]
-    folder = experiment_dir(config.exp_name) / "demos"
-    return paths + sorted([*folder.glob("*.npz"), *folder.glob("*.pkl")])
+    paths: list[Path] = []
+    for entry in config.demos.paths:
+        path = resolve_path(config.exp_name, entry)
+        paths += _demo_files_in(path) if path.is_dir() else [path]
+    return paths + _demo_files_in(experiment_dir(config.exp_name) / "demos")
+
+
+def _demo_files_in(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.npz"), *folder.glob("*.pkl")])
 
 
 def run_dir(exp_name: str, checkpoint_path: str) -> Path:

@@ -60,6 +60,13 @@ def run_learner(exp, config, run_dir) -> None:
     if actor_from is not None and not (actor_from / "policy.json").is_file():
         raise app.UsageError(f"agent.init_actor_from: {actor_from} is not an exported policy folder (no policy.json); "
                              f"scripts/train_bc.py writes one to <run folder>/policy")
+    agent_from = resolve_path(config.exp_name, config.agent.init_from) if config.agent.init_from else None
+    if agent_from is not None and not (agent_from / "checkpoints").is_dir():
+        raise app.UsageError(f"agent.init_from: {agent_from} is not a run folder with checkpoints "
+                             f"(<experiment>/runs/<run> of the run to continue)")
+    if agent_from is not None and actor_from is not None:
+        raise app.UsageError("give agent.init_from (a whole run to continue) or agent.init_actor_from "
+                             "(a policy to start the actor from), not both")
     tcfg = transport_config(config)
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
@@ -71,7 +78,7 @@ def run_learner(exp, config, run_dir) -> None:
         raise app.UsageError(str(error)) from None
     try:
         learner = Learner(config, *spaces, run_dir, make_server=lambda *a: LearnerServer(tcfg, *a),
-                          demo_paths=demo_paths, actor_from=actor_from)
+                          demo_paths=demo_paths, actor_from=actor_from, agent_from=agent_from)
     except StoreRecoveryError as error:
         raise app.UsageError(f"cannot resume {run_dir}: {error}") from None
     except DemoFormatError as error:

@@ -43,7 +43,7 @@ from serl_launcher.data import DemoReading, Prefetcher, sample_mixed
 from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.data.store import DataStore
 from serl_launcher.evaluator import TargetWatch
-from serl_launcher.utils.checkpoints import CheckpointManager, export_policy, warm_start
+from serl_launcher.utils.checkpoints import CheckpointManager, continue_from, export_policy, warm_start
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 
@@ -99,10 +99,13 @@ class Learner:
         demo_paths: demo files to load when the run's data store is created.
         actor_from: an exported policy folder a fresh run's agent starts from
             (``agent.init_actor_from``, resolved; ignored when resuming).
+        agent_from: another run's folder whose latest checkpoint a fresh run's whole agent
+            starts from (``agent.init_from``, resolved; ignored when resuming).
     """
 
     def __init__(self, config: config_dict.ConfigDict, observation_space, action_space, run_dir: Path,
-                 make_server: Callable, demo_paths: list[Path] = (), actor_from: Path | None = None):
+                 make_server: Callable, demo_paths: list[Path] = (), actor_from: Path | None = None,
+                 agent_from: Path | None = None):
         self.config, self.run_dir = config, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.observation_space, self.action_space = observation_space, action_space
@@ -123,6 +126,8 @@ class Learner:
             self.step = int(meta["step"])
             print(f"[learner] resumed from step {self.step} "
                   f"({len(self.online)} online, {len(self.demo)} demo transitions)", flush=True)
+        elif agent_from is not None:
+            self.agent = continue_from(self.agent, agent_from, observation_space, action_space)
         elif actor_from is not None:
             self.agent = warm_start(self.agent, actor_from)
         self.limiter = make_rate_limiter(config, inserts=self.online.num_inserted, steps=self.step)

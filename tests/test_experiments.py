@@ -8,7 +8,8 @@ import pytest
 
 from experiments.mappings import CONFIG_MAPPING, apply_overrides, experiment_dir, load_experiment
 
-SIM_EXPERIMENTS = sorted(n for n in CONFIG_MAPPING if n != "real_arm_template")  # that one: below
+REAL_EXPERIMENTS = ("real_arm_template", "so101_real")  # below, and tests/test_sim_to_real.py
+SIM_EXPERIMENTS = sorted(n for n in CONFIG_MAPPING if n not in REAL_EXPERIMENTS)
 
 
 @pytest.mark.parametrize("exp_name", SIM_EXPERIMENTS)

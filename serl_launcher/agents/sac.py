@@ -59,6 +59,12 @@ def sac_config() -> config_dict.ConfigDict:
     # paths are in the experiment folder) whose encoder, actor and gripper head a fresh learner
     # starts from (SACAgent.with_actor_from); "" starts from scratch. Ignored when resuming.
     c.init_actor_from = ""
+    # Continue another run (sim to real: the sim run's folder, e.g.
+    # "../so101_pick_cube_sim/runs/RUN"; relative paths are in the experiment folder): a fresh
+    # learner starts from that run's latest checkpoint, the whole agent (encoder, actor, critics,
+    # targets, temperature, optimiser states), at step 0 with its own buffers. The observation
+    # and action spaces must match. "" starts from scratch; ignored when resuming.
+    c.init_from = ""
     # Learner steps at the start of a run that update only the critics (update_for_step): a
     # warm-started actor keeps the BC behaviour while the critics learn its values, instead of
     # following the gradient of random critics. 0: none.

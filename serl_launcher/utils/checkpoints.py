@@ -154,6 +154,34 @@ def warm_start(agent: Any, directory: str | Path) -> Any:
     return agent.with_actor_from(policy)
 
 
+def continue_from(agent: Any, run_dir: str | Path, observation_space: spaces.Space,
+                  action_space: spaces.Space) -> Any:
+    """`agent` (the same architecture) restored from the latest checkpoint of the run at
+    `run_dir` (another experiment's, e.g. the sim run a real-arm run continues): every part of
+    the agent, optimiser states included. The spaces must be the run's (ValueError naming the
+    difference otherwise)."""
+    run_dir = Path(run_dir).absolute()
+    manager = CheckpointManager(run_dir / "checkpoints", max_to_keep=None)
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{run_dir} holds no checkpoint (no {run_dir / 'checkpoints'}/<step>)")
+        check_same_space(spec_to_space(manager.meta(step)["action_space"]), action_space,
+                         f"run {run_dir} action space")
+        try:
+            restored, meta = manager.restore(agent, step, observation_space=observation_space)
+        except ValueError as error:
+            if "observation space" in str(error):
+                raise
+            raise ValueError(f"the agent of {run_dir} has another architecture than this config's "
+                             f"(agent.hidden_dims, num_qs, encoder ... must match): {error}") from error
+    finally:
+        manager.close()
+    print(f"[continue] the whole agent from {run_dir} (step {meta['step']}): actor, critics, targets, "
+          f"temperature, optimiser states", flush=True)
+    return restored
+
+
 def load_policy(directory: str | Path) -> tuple[Any, dict[str, Any]]:
     """(Policy, meta) from a folder written by :func:`export_policy`; nothing else is needed."""
     directory = Path(directory).absolute()
