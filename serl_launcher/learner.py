@@ -43,7 +43,12 @@ from serl_launcher.data import DemoReading, Prefetcher, sample_mixed
 from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.data.store import DataStore
 from serl_launcher.evaluator import TargetWatch
-from serl_launcher.utils.checkpoints import CheckpointManager, continue_from, export_policy, warm_start
+from serl_launcher.utils.checkpoints import (
+    CheckpointManager,
+    continue_from,
+    export_policy,
+    warm_start,
+)
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 

@@ -16,7 +16,13 @@ from robot_infra.calibration import ARMS, CalibrationError
 from robot_infra.dynamixel.emulator import DynamixelEmulator
 from robot_infra.envs.real_arm_env import RealArmEnv, make_config
 from robot_infra.feetech.emulator import FeetechEmulator
-from robot_infra.robot_server import MotionLimits, RobotClient, RobotServer, RobotServerError, make_backend
+from robot_infra.robot_server import (
+    MotionLimits,
+    RobotClient,
+    RobotServer,
+    RobotServerError,
+    make_backend,
+)
 from sim_envs.kinematics import arm_kinematics
 
 EMULATORS = {"feetech": FeetechEmulator, "dynamixel": DynamixelEmulator}
