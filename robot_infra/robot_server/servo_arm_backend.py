@@ -170,8 +170,12 @@ class ServoArmBackend(RobotBackend):
         except ServoBusError as error:
             self._fault(f"bus: {error}")
             return
-        with self._lock:
-            goals = self._goals(angles, now)
+        try:
+            with self._lock:
+                goals = self._goals(angles, now)
+        except Exception as error:  # the IK's QP failed: stop driving, say why (never a silent dead thread)
+            self._fault(f"control: {type(error).__name__}: {error}")
+            return
         if goals is None:
             return
         try:
