@@ -75,6 +75,8 @@ ARMS: dict[str, ArmSpec] = {
     "koch": ArmSpec("dynamixel", KOCH_MOTORS),
 }
 BUSES = ("feetech", "dynamixel")
+# Arms whose calibration files serve each other (one kinematic model, one motor layout).
+_SAME_MODEL = {"so100": ("so101",), "so101": ("so100",)}
 
 # A joint that moved less than this during the sweep was not moved through its range.
 MIN_RANGE_TICKS = 40
@@ -329,11 +331,15 @@ def load_calibration(
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise fail("the file does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise fail(f"the file cannot be read as JSON ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    except RecursionError:
+        raise fail("the file cannot be read as JSON (nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError, an over-long integer
+        raise fail(f"the file cannot be read as JSON ({str(error)[:200]})") from None
+    if not isinstance(data, dict) or type(data.get("format")) is not int or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise fail(f"expected format {FORMAT}, found {found!r}")
+    if arm is not None and data.get("arm") not in (arm, *_SAME_MODEL.get(arm, ())):
+        raise fail(f"it is a calibration of {data.get('arm')!r}, not {arm!r}")
     motors = data.get("motors")
     if not isinstance(motors, dict):
         raise fail("it has no 'motors' table")
@@ -353,6 +359,10 @@ def load_calibration(
         if not all(isinstance(v, int) and not isinstance(v, bool)
                    for v in dataclasses.astuple(joint)):
             raise fail(f"joint {name!r} has non-integer values: {entry}")
+        if not all(0 <= v < TICKS_PER_TURN for v in (joint.zero_ticks, joint.min_ticks, joint.max_ticks)):
+            raise fail(f"joint {name!r} has ticks outside one turn 0..{TICKS_PER_TURN - 1}: {entry}")
+        if not 0 <= joint.id <= 252:
+            raise fail(f"joint {name!r} has bus id {joint.id}, not 0..252")
         if joint.sign not in (1, -1):
             raise fail(f"joint {name!r} has sign {joint.sign}, not +1 or -1")
         if not joint.min_ticks < joint.max_ticks:
@@ -372,7 +382,9 @@ def load_calibration(
         entry = data.get("gripper")
         joint = joints[GRIPPER]
         ends = {joint.min_ticks, joint.max_ticks}
-        if not isinstance(entry, dict) or {entry.get("open_ticks"), entry.get("closed_ticks")} != ends:
+        if (not isinstance(entry, dict)
+                or not all(type(entry.get(k)) is int for k in ("open_ticks", "closed_ticks"))
+                or {entry.get("open_ticks"), entry.get("closed_ticks")} != ends):
             raise fail(f"its 'gripper' entry {entry} does not give open_ticks and closed_ticks as "
                        f"the ends of the {GRIPPER!r} range {joint.min_ticks}..{joint.max_ticks}")
         gripper = GripperRange(int(entry["open_ticks"]), int(entry["closed_ticks"]))

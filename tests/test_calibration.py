@@ -197,7 +197,7 @@ def test_open_calibrated_arm(tmp_path):
                 arm.write_goal_positions([-0.5 * math.pi, 0, 0, 0, 0, 0])
         finally:
             arm.close()
-        with pytest.raises(CalibrationError, match=r"for a 'feetech' bus, not 'dynamixel'.*"
+        with pytest.raises(CalibrationError, match=r"a calibration of 'so101', not 'koch'.*"
                                                    r"--arm=koch"):
             calib.open_calibrated_arm("dynamixel", emulator.port, path, calib.KOCH_MOTORS)
         with pytest.raises(CalibrationError, match=r"does not exist.*--arm=<so100\|so101\|koch> "
@@ -238,3 +238,39 @@ def test_cli_in_a_subprocess(python, subprocess_env, tmp_path):
     missing = subprocess.run([python, "-m", "robot_infra.tools.calibrate_arm", "--arm=so101"],
                              env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "--port" in missing.stderr
+
+
+def _so101_file(tmp_path, **changes):
+    motors = {name: {"id": i, "zero_ticks": 2048, "sign": 1, "min_ticks": 1024, "max_ticks": 3072}
+              for name, i in calib.ARMS["so101"].motors.items()}
+    motors["gripper"].update(min_ticks=2048, max_ticks=2948)
+    data = {"format": 1, "arm": "so101", "bus": "feetech", "port": "/dev/x", "motors": motors,
+            "gripper": {"motor": "gripper", "open_ticks": 2948, "closed_ticks": 2048}, "written_at": ""}
+    for key, value in changes.items():
+        data[key] = value
+    return data
+
+
+@pytest.mark.parametrize("forge", [
+    lambda d: d["motors"]["elbow_flex"].update(max_ticks=10_000),  # past one turn
+    lambda d: d["motors"]["elbow_flex"].update(min_ticks=-5),
+    lambda d: d["motors"]["wrist_flex"].update(id=300),
+    lambda d: d.update(format=True),  # a JSON true is not format 1
+    lambda d: d.update(arm="koch"),  # another arm's file
+    lambda d: d["gripper"].update(open_ticks=2948.0),
+])
+def test_forged_calibration_files_are_refused_with_the_command(tmp_path, forge):
+    data = _so101_file(tmp_path)
+    forge(data)
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CalibrationError, match="calibrate_arm"):
+        calib.load_calibration(path, calib.ARMS["so101"].motors, arm="so101")
+
+
+@pytest.mark.parametrize("text", ['{"format": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000])
+def test_unparseable_calibration_files_are_refused_with_the_command(tmp_path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(CalibrationError, match="calibrate_arm"):
+        calib.load_calibration(path, calib.ARMS["so101"].motors, arm="so101")

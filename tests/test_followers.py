@@ -19,6 +19,7 @@ from robot_infra.feetech.emulator import FeetechEmulator
 from robot_infra.robot_server import (
     MotionLimits,
     RobotClient,
+    RobotFault,
     RobotServer,
     RobotServerError,
     make_backend,
@@ -187,3 +188,79 @@ def test_leader_arm_maps_hand_motion_to_tool_deltas(kind, tmp_path):
         leader.close()
         with pytest.raises(CalibrationError, match="calibrate_arm"):
             LeaderArm(4, emulator.port, arm=kind)
+
+
+def make_so101(tmp_path, emulator, **kwargs):
+    calibration = tmp_path / "so101.json"
+    write_calibration(calibration, "so101", emulator.port)
+    return make_backend("so101", port=emulator.port, calibration=str(calibration), **kwargs)
+
+
+def test_a_blocked_joint_reset_stops_where_the_arm_is_and_faults(tmp_path):
+    with FeetechEmulator(list(ARMS["so101"].motors.values())) as emulator:
+        backend = make_so101(tmp_path, emulator, reset_slack_s=1.0, joint_reset_speed=2.0)
+        try:
+            backend.joint_reset()
+            emulator.servos[ARMS["so101"].motors["shoulder_pan"]].speed = 0.0  # the pan joint is held
+            goal = backend.home_qpos.copy()
+            goal[0] += 0.6
+            with pytest.raises(RobotFault, match="timed out"):
+                backend.joint_reset(goal)
+            state = backend.state()
+            assert any("joint reset" in e for e in state["errors"])
+            pan = ARMS["so101"].motors["shoulder_pan"]
+            # Held where it is (no snap back to the posture before the reset, no jump to the
+            # reset's last goal once the joint comes free), and nothing is written after that.
+            time.sleep(0.2)  # a sync write has no reply: let the emulator take it in
+            pan_goal = emulator.get(pan, "goal_position")
+            assert abs(pan_goal - emulator.get(pan, "present_position")) <= 2
+            time.sleep(0.5)
+            assert emulator.get(pan, "goal_position") == pan_goal
+            with pytest.raises(RobotFault, match="in error"):
+                backend.set_pose_target(np.array([*state["tcp_pose"]]))
+            emulator.servos[ARMS["so101"].motors["shoulder_pan"]].speed = 4096.0
+            assert backend.clear_errors()
+            held = np.asarray(backend.state()["q"])
+            time.sleep(0.3)
+            assert np.allclose(backend.state()["q"], held, atol=0.01)  # holds where it stopped
+        finally:
+            backend.close()
+
+
+def test_clear_errors_after_a_power_loss_turns_the_torque_back_on(tmp_path):
+    with FeetechEmulator(list(ARMS["so101"].motors.values())) as emulator:
+        backend = make_so101(tmp_path, emulator)
+        try:
+            emulator.inject_fault("no_reply")
+            wait_for(lambda: backend.state()["errors"])
+            for servo in emulator.servos.values():  # power comes back: torque off
+                servo.set("torque_enable", 0)
+            emulator.inject_fault(None)
+            assert any(e.startswith("bus:") for e in backend.clear_errors())
+            assert all(emulator.get(i, "torque_enable") == 1 for i in emulator.servos)
+            backend.joint_reset()  # and the arm moves again
+        finally:
+            backend.close()
+
+
+def test_any_failure_in_the_control_step_is_an_error_not_a_dead_thread(tmp_path, monkeypatch):
+    with FeetechEmulator(list(ARMS["so101"].motors.values())) as emulator:
+        backend = make_so101(tmp_path, emulator)
+        try:
+            calls = {"n": 0}
+            real = backend.arm.read_positions
+
+            def flaky():
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    raise IndexError("list index out of range")  # e.g. an SDK bug on a short reply
+                return real()
+
+            monkeypatch.setattr(backend.arm, "read_positions", flaky)
+            state = wait_for(lambda: (s := backend.state())["errors"] and s)
+            assert state["errors"][0].startswith("control: IndexError")
+            assert backend._thread.is_alive()
+            assert backend.clear_errors()
+            backend.joint_reset()
+        finally:
+            backend.close()

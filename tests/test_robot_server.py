@@ -330,6 +330,7 @@ def test_joint_reset_outside_the_joint_limits_is_refused(client, server, backend
         (b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}', {"Content-Length": "-5"}, 400),
         (b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}', {"Content-Length": "abc"}, 400),
         (b"x" * 70000, {}, 413),
+        (b'{"pose": [0.45, 0, 0.3, 1, 0, 0, 0]}', {"Content-Length": "\u00b2"}, 400),  # a digit to isdigit()
     ],
 )
 def test_malformed_bodies_get_a_4xx_never_a_500(client, server, data, headers, status):
@@ -419,3 +420,44 @@ def test_entry_point_refuses_an_open_bind_without_a_token(subprocess_env):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode != 0 and "ROBOT_SERVER_TOKEN" in result.stderr + result.stdout
+
+
+def test_a_joint_reset_that_ends_outside_the_box_is_refused(client, default_server, backend):
+    qpos = [0.0, 1.7, 0.0, -0.3, 0.0, 3.0, 0.78]  # inside every joint limit, the tool at x ~ 0.9 m
+    assert not default_server.limits.contains(backend.tool_position(np.array(qpos)))
+    got, answer = raw(default_server, "POST", "/reset", json.dumps({"qpos": qpos}).encode())
+    assert got == 400 and "outside the workspace box" in answer["error"]
+
+
+def test_other_methods_get_a_json_answer(client, server):
+    got, answer = raw(server, "PUT", "/pose", b"{}")
+    assert got == 405 and "use POST" in answer["error"]
+    got, answer = raw(server, "DELETE", "/nowhere")
+    assert got == 404 and "unknown endpoint" in answer["error"]
+
+
+def test_a_token_of_white_space_is_refused(backend):
+    with pytest.raises(ValueError, match="white space"):
+        RobotServer(backend, port=0, token="two words")
+    with pytest.raises(ValueError, match="ROBOT_SERVER_TOKEN"):
+        RobotServer(backend, host="0.0.0.0", port=0, token="   ")
+
+
+def test_connections_past_the_cap_get_a_503_at_once(backend, client):
+    import socket
+
+    capped = RobotServer(backend, port=0).start()
+    capped._httpd._slots = threading.BoundedSemaphore(2)  # the cap (MAX_CONNECTIONS), made small
+    idle = [socket.create_connection((capped.host, capped.port), timeout=10.0) for _ in range(2)]
+    try:
+        time.sleep(0.3)  # both accepted and holding a thread each (slow clients sending nothing)
+        got, answer = raw(capped, "GET", "/state")
+        assert got == 503 and "retry" in answer["error"]
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    try:
+        assert RobotClient(capped.url, timeout=5.0, retries=3).state()["errors"] == []
+    finally:
+        capped.stop()

@@ -221,6 +221,11 @@ class MotionLimits:
             limited.append("workspace")
         return out, limited
 
+    def contains(self, position: Sequence[float], tolerance: float = 1e-6) -> bool:
+        p = np.asarray(position, dtype=np.float64)
+        return bool(np.all(p >= np.asarray(self.workspace_low) - tolerance)
+                    and np.all(p <= np.asarray(self.workspace_high) + tolerance))
+
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -286,6 +291,12 @@ class RobotBackend(abc.ABC):
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(low, high) of each joint in radians, which joint resets are checked against before
         the arm moves; None: the backend checks its own."""
+        return None
+
+    def tool_position(self, qpos: np.ndarray) -> np.ndarray | None:
+        """Where the tool centre point would be (3,) with the joints at `qpos` (forward
+        kinematics), so the server can refuse a joint reset that ends outside the workspace box;
+        None: the backend has no kinematic model (only the joint limits are checked)."""
         return None
 
     def default_limits(self) -> MotionLimits | None:

@@ -72,7 +72,7 @@ class RobotClient:
         # No proxy: the robot server is on the robot's network, and a proxy from the environment
         # would turn "server down" into a proxy's 502 after its own long timeout.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        token = os.environ.get(TOKEN_ENV, "") if token is None else token
+        token = (os.environ.get(TOKEN_ENV, "") if token is None else token).strip()
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"

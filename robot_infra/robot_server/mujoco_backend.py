@@ -342,6 +342,12 @@ class MujocoBackend(RobotBackend):
         ranges = self.model.jnt_range[[self.model.joint(j).id for j in task.ARM_JOINTS]]
         return ranges[:, 0].copy(), ranges[:, 1].copy()
 
+    def tool_position(self, qpos: np.ndarray) -> np.ndarray:
+        data = mujoco.MjData(self.model)  # a scratch copy: the running simulation is not touched
+        data.qpos[self._ik.qpos_ids] = qpos
+        mujoco.mj_kinematics(self.model, data)
+        return data.site_xpos[self._tcp].copy()
+
     def default_limits(self) -> MotionLimits:
         """The sim task's workspace box (sim_envs.panda_pick_cube.default_config())."""
         return MotionLimits(*self._workspace)

@@ -53,6 +53,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
+
 from robot_infra.robot_server.backend import (
     GRIPPER_COMMANDS,
     MotionLimits,
@@ -71,6 +73,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 LISTEN_BACKLOG = 256  # connections the kernel queues while every thread is busy (http.server: 5)
+MAX_CONNECTIONS = 128  # connections served at once; past it: 503 at once (the client retries)
+BODY_DEADLINE_S = 10.0  # a request body must arrive whole within this, however it trickles in
+_BUSY = json.dumps({"error": f"the server is serving {MAX_CONNECTIONS} connections; retry"}).encode()
+_BUSY_REPLY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+               b"Content-Length: " + str(len(_BUSY)).encode() + b"\r\n\r\n" + _BUSY)
 
 Route = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -104,13 +111,16 @@ class RobotServer:
                 "(--exp_name, whose env.workspace_low/high become the box) or --workspace_low and "
                 "--workspace_high, so that no client can drive the arm outside its workspace"
             )
-        if not token and not _is_loopback(host):
+        if not (token or "").strip() and not _is_loopback(host):
             raise ValueError(
                 f"binding {host!r} serves the arm to other machines: set a shared token "
                 f"({TOKEN_ENV}=... in the environment of the server and of every actor), or bind 127.0.0.1"
             )
         self.backend, self.limits = backend, limits
-        self._token = (token or "").encode()
+        token = (token or "").strip()
+        if any(c.isspace() for c in token):
+            raise ValueError(f"the shared token ({TOKEN_ENV}) must not contain white space")
+        self._token = token.encode()
         self.counts: Counter[str] = Counter()  # limits applied and requests refused, by kind
         self._counts_lock = threading.Lock()
         self._started = time.monotonic()
@@ -207,6 +217,11 @@ class RobotServer:
         qpos = body.get("qpos")
         if qpos is not None:
             qpos = validate_qpos(qpos, self.backend.n_joints, self.backend.joint_limits())
+            tool = self.backend.tool_position(qpos)
+            if tool is not None and not self.limits.contains(tool):
+                raise RequestError(
+                    f"qpos puts the tool at {np.round(tool, 3).tolist()}, outside the workspace box "
+                    f"{self.limits.workspace_low}..{self.limits.workspace_high}")
         scene = body.get("scene", False)
         if not isinstance(scene, bool):
             raise RequestError(f"'scene' must be true or false, got {short_repr(scene)}")
@@ -224,8 +239,39 @@ def _is_loopback(host: str) -> bool:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS of them (a flood of slow clients
+    cannot take every thread the process can make); past that a 503 at once."""
+
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY_REPLY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that went away mid-reply (broken pipe, reset): not the server's failure.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
 def _require(body: dict[str, Any], key: str) -> Any:
@@ -244,6 +290,15 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             self._dispatch("POST")
+
+        def do_PUT(self) -> None:  # noqa: N802 (a JSON 405 / 404, not http.server's HTML 501)
+            self._dispatch("PUT")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._dispatch("DELETE")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._dispatch("PATCH")
 
         def _dispatch(self, method: str) -> None:
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
@@ -289,16 +344,13 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
             if header is None:
                 return {}
             header = header.strip()
-            if not header.isdigit() or len(header) > 12:
+            if not (header.isascii() and header.isdigit()) or len(header) > 12:
                 raise _BadBody(HTTPStatus.BAD_REQUEST, f"bad Content-Length header {header[:40]!r}")
             length = int(header)
             if length > MAX_BODY_BYTES:
                 raise _BadBody(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
-            try:
-                raw = self.rfile.read(length) if length > 0 else b""
-            except TimeoutError as error:
-                raise _BadBody(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.timeout:g} s") from error
+            raw = self._read_exactly(length)
             if len(raw) < length:
                 raise _BadBody(HTTPStatus.BAD_REQUEST, f"body ended after {len(raw)} of {length} bytes")
             if not raw.strip():
@@ -312,6 +364,25 @@ def _make_handler(server: RobotServer) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict):
                 raise RequestError(f"the request body must be a JSON object, got {type(body).__name__}")
             return body
+
+        def _read_exactly(self, length: int) -> bytes:
+            """Up to `length` bytes of body (fewer: the client closed), within BODY_DEADLINE_S in all."""
+            deadline = time.monotonic() + BODY_DEADLINE_S
+            chunks, received = [], 0
+            while received < length:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _BadBody(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {BODY_DEADLINE_S:g} s")
+                self.connection.settimeout(min(self.timeout, remaining))
+                try:
+                    chunk = self.rfile.read1(min(length - received, 65536))
+                except TimeoutError:
+                    raise _BadBody(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {BODY_DEADLINE_S:g} s") from None
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                received += len(chunk)
+            return b"".join(chunks)
 
         def _reply(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload, allow_nan=False).encode()

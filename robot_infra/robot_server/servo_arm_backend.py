@@ -67,6 +67,8 @@ class ServoArmBackend(RobotBackend):
         home_qpos: posture of a joint reset; default: the kinematics' home.
         control_hz: control-loop rate (reads, IK, writes).
         joint_reset_speed: rad/s of the joint furthest from its goal during a joint reset.
+        reset_slack_s: a joint reset that is not there after 3x its planned duration plus this
+            many seconds stops where the arm is, with an error (a blocked joint).
         name: the arm's name in /health ("so101", "koch", ...).
         start: start the control thread now (else call ``start()``).
     """
@@ -82,6 +84,7 @@ class ServoArmBackend(RobotBackend):
         home_qpos: tuple[float, ...] | None = None,
         control_hz: float = 30.0,
         joint_reset_speed: float = 0.5,
+        reset_slack_s: float = 10.0,
         name: str = "servo_arm",
         start: bool = True,
     ):
@@ -101,6 +104,7 @@ class ServoArmBackend(RobotBackend):
             raise ValueError(f"joint_offsets needs {self.n_joints} angles, got {self._offsets.shape}")
         self.gripper_open, self.gripper_closed = float(gripper_open), float(gripper_closed)
         self.control_hz, self.joint_reset_speed = float(control_hz), float(joint_reset_speed)
+        self.reset_slack_s = float(reset_slack_s)
         self.home_qpos = np.asarray(kinematics.home_qpos if home_qpos is None else home_qpos, dtype=np.float64)
         if self.home_qpos.shape != (self.n_joints,):
             raise ValueError(f"home_qpos needs {self.n_joints} joint angles, got {self.home_qpos.shape}")
@@ -122,8 +126,7 @@ class ServoArmBackend(RobotBackend):
         self._errors: list[str] = []
         self._gripper_command = "open"
         self._target: tuple[np.ndarray, np.ndarray] | None = None  # (pos, quat xyzw)
-        self._reset_motion: dict[str, Any] | None = None
-        self._reset_done = threading.Event()
+        self._reset_motion: dict[str, Any] | None = None  # the joint reset in progress
         self._previous: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None  # t, q, pos, quat
         self._snapshot: dict[str, Any] = {}
         angles = self._read_and_snapshot(time.monotonic())
@@ -148,6 +151,11 @@ class ServoArmBackend(RobotBackend):
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        with self._lock:
+            self._end_reset("was cut short: the backend closed")
+            if not any(e.startswith("closed:") for e in self._errors):
+                self._errors.append("closed: the backend is shut down")
+            self._update_snapshot()
         with self._bus:
             self.arm.close()
 
@@ -164,32 +172,49 @@ class ServoArmBackend(RobotBackend):
                 next_tick = time.monotonic()
 
     def _tick(self) -> None:
+        # Whatever fails (the bus, the SDK, the IK's QP), the arm stops getting goals and the
+        # reason is in `errors`: the control thread never dies silently.
         now = time.monotonic()
         try:
             angles = self._read_and_snapshot(now)
-        except ServoBusError as error:
-            self._fault(f"bus: {error}")
+        except Exception as error:
+            self._fault(_reason(error))
             return
         try:
             with self._lock:
                 goals = self._goals(angles, now)
-        except Exception as error:  # the IK's QP failed: stop driving, say why (never a silent dead thread)
-            self._fault(f"control: {type(error).__name__}: {error}")
+        except Exception as error:
+            self._fault(_reason(error))
             return
         if goals is None:
             return
         try:
             with self._bus:
-                self.arm.write_goal_positions(goals)
-        except ServoBusError as error:
-            self._fault(f"bus: {error}")
+                with self._lock:
+                    faulted = bool(self._errors)  # since the goals were computed: write nothing
+                if not faulted:
+                    self.arm.write_goal_positions(goals)
+        except Exception as error:
+            self._fault(_reason(error))
 
     def _fault(self, message: str) -> None:
         with self._lock:
             if message not in self._errors:
                 log.error("%s: %s", self.name, message)
                 self._errors.append(message)
+            self._end_reset(f"stopped by an error ({message})")
             self._update_snapshot()
+
+    def _end_reset(self, outcome: str, hold: np.ndarray | None = None) -> None:
+        """Ends the joint reset in progress, if any (lock held): its caller wakes with `outcome`,
+        and the arm holds `hold` (default: where it is now), never the posture before the reset."""
+        motion, self._reset_motion = self._reset_motion, None
+        if motion is None:
+            return
+        self._target = None
+        self._hold_q = np.asarray(self._snapshot["q"], dtype=np.float64) if hold is None else hold
+        motion["outcome"] = outcome
+        motion["done"].set()
 
     def _goals(self, angles: np.ndarray, now: float) -> np.ndarray | None:
         """Every motor's goal angle for this tick (lock held), or None: write nothing."""
@@ -202,9 +227,7 @@ class ServoArmBackend(RobotBackend):
             s = progress * progress * (3.0 - 2.0 * progress)
             q_goal = motion["q0"] + (motion["q1"] - motion["q0"]) * s
             if progress >= 1.0 and np.max(np.abs(q - motion["q1"])) < 0.03:
-                self._reset_motion = None
-                self._target, self._hold_q = None, motion["q1"]  # hold where the reset arrived
-                self._reset_done.set()
+                self._end_reset("arrived", hold=motion["q1"])
         elif self._target is not None:
             pos, quat = self._target
             tcp = np.asarray(self._snapshot["tcp_pose"][:3])
@@ -300,31 +323,59 @@ class ServoArmBackend(RobotBackend):
             raise RobotFault(f"the {self.name} control thread is not running (start())")
         with self._lock:
             self._check_can_move()
-            self._reset_done.clear()
             start = np.asarray(self._snapshot["q"], dtype=np.float64)
             duration = max(0.1, float(np.max(np.abs(goal - start))) / self.joint_reset_speed)
-            self._reset_motion = {"t0": time.monotonic(), "duration": duration, "q0": start, "q1": goal}
-        if not self._reset_done.wait(timeout=3.0 * duration + 10.0):
+            motion = {"t0": time.monotonic(), "duration": duration, "q0": start, "q1": goal,
+                      "done": threading.Event(), "outcome": None}
+            self._reset_motion = motion
+        allowed = 3.0 * duration + self.reset_slack_s
+        if not motion["done"].wait(timeout=allowed):
+            message = (f"joint reset: not at {np.round(goal, 3).tolist()} after {allowed:.0f} s "
+                       f"(a joint blocked?); holding where the arm is")
             with self._lock:
-                self._reset_motion = None
-                errors = list(self._errors)
-            raise RobotFault(f"joint reset did not finish in time (errors: {errors or 'none'}; a joint blocked?)")
+                ours = self._reset_motion is motion
+                if ours:  # still ours: stop it, fault
+                    self._errors.append(message)
+                    self._end_reset("timed out")
+                    self._update_snapshot()
+            if ours:
+                self._hold_here()
+        if motion["outcome"] != "arrived":
+            raise RobotFault(f"joint reset {motion['outcome'] or 'timed out'}; errors: {self.state()['errors'] or 'none'}")
 
     def clear_errors(self) -> list[str]:
+        """Checks the bus answers, makes the servos hold where they are with torque on (a servo
+        that lost power comes back with torque off), then clears the errors."""
+        if self._stop.is_set():
+            raise RobotFault(f"the {self.name} backend is shut down")
         try:
             with self._bus:
-                self.arm.read_positions()  # the bus answers again, or the errors stay
-        except ServoBusError as error:
+                angles = self.arm.read_positions()  # the bus answers again, or the errors stay
+                self.arm.write_goal_positions(angles)  # hold here first: no jump when torque comes on
+                self.arm.set_torque(True)
+        except Exception as error:
             with self._lock:
                 errors = list(self._errors)
             raise RobotFault(f"the {self.name} bus still fails ({error}); errors kept: {errors}") from error
         with self._lock:
+            self._end_reset("cancelled by clear_errors")
             cleared, self._errors = self._errors, []
             self._target = None  # hold where the arm is
-            self._hold_q = np.asarray(self._snapshot["q"], dtype=np.float64)
-            self._reset_motion = None
+            self._hold_q = angles[self._arm_index] + self._offsets
             self._update_snapshot()
             return cleared
+
+    def _hold_here(self) -> None:
+        """Best effort: every servo's goal becomes where it is, so a joint that was blocked does
+        not jump to the last goal when it comes free."""
+        try:
+            with self._bus:
+                self.arm.write_goal_positions(self.arm.read_positions())
+        except Exception as error:  # the bus is failing too: the control loop reports it
+            log.error("%s: could not hold the arm where it is: %s", self.name, error)
+
+    def tool_position(self, qpos: np.ndarray) -> np.ndarray:
+        return self.kinematics.fk(np.asarray(qpos, dtype=np.float64))[0]
 
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
         return self._q_low.copy(), self._q_high.copy()
@@ -344,6 +395,13 @@ class ServoArmBackend(RobotBackend):
             raise RobotFault(f"the arm is in error ({'; '.join(self._errors)}); POST /clear_errors first")
         if self._reset_motion is not None:
             raise RobotFault("a joint reset is in progress")
+
+
+def _reason(error: BaseException) -> str:
+    """An error's line in ``errors``: "bus: ..." for the servo bus, "control: ..." otherwise."""
+    if isinstance(error, ServoBusError):
+        return f"bus: {error}"
+    return f"control: {type(error).__name__}: {error}"
 
 
 def _rotvec_between(quat0_xyzw: np.ndarray, quat1_xyzw: np.ndarray) -> np.ndarray:
@@ -366,6 +424,7 @@ def make_follower(kind: str, port: str, calibration: str, **kwargs: Any) -> Serv
     Other keyword arguments go to :class:`ServoArmBackend`."""
     from robot_infra.calibration import (
         ARMS,
+        CalibrationError,
         calibrate_command,
         load_calibration,
         open_calibrated_arm,
@@ -388,6 +447,11 @@ def make_follower(kind: str, port: str, calibration: str, **kwargs: Any) -> Serv
             arm, kinematics, gripper_open=calib.gripper_angle(0.0), gripper_closed=calib.gripper_angle(1.0),
             joint_offsets=0.5 * (kinematics.q_low + kinematics.q_high), name=kind, **kwargs,
         )
+    except ValueError as error:  # the calibrated ranges do not fit the model (too narrow, shifted)
+        arm.close()
+        raise CalibrationError(f"the calibration at {calibration!r} does not fit the {kind} model: {error}. "
+                               f"Calibrate again, moving every joint through its whole range: "
+                               f"{calibrate_command(kind, port, calibration)}") from None
     except BaseException:
         arm.close()
         raise
