@@ -20,14 +20,16 @@ POST     /clear_errors    (none)                                      ``cleared`
 Errors answer ``{"error": message}`` with status 400 (malformed JSON, a bad or out-of-range
 value), 401 (token missing or wrong), 404 (unknown path), 405 (known path, wrong method), 409 (the
 arm is in error or busy: POST /clear_errors), 408 (the body did not arrive), 411 (a chunked
-body), 413 (body too large), 501 (the backend cannot do it), or 500 only when the backend itself failed: no input
-reaches a 500.
+body), 413 (body too large), 501 (the backend cannot do it), 503 (more than MAX_CONNECTIONS connections
+at once: retry), or 500 only when the backend itself failed: no input reaches a 500.
 
 The server protects the arm from its clients:
 
 - every pose target goes through :class:`~robot_infra.robot_server.backend.MotionLimits` (a
   step limit from where the tool is, then the workspace box): clamped, counted, and named in the
-  answer's ``limited`` list; a joint reset's ``qpos`` must lie inside the backend's joint limits;
+  answer's ``limited`` list; a joint reset's ``qpos`` must lie inside the backend's joint limits
+  and, where the backend has a kinematic model, put the tool inside the box (the joint-space path
+  between the two postures is not checked);
 - a shared token (``Authorization: Bearer <token>``) is required on every request when the
   server has one; binding anything but a loopback address without a token is refused, so an arm
   is never open to a whole network by accident. The token is compared in constant time and
