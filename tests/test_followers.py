@@ -211,9 +211,9 @@ def test_a_blocked_joint_reset_stops_where_the_arm_is_and_faults(tmp_path):
             pan = ARMS["so101"].motors["shoulder_pan"]
             # Held where it is (no snap back to the posture before the reset, no jump to the
             # reset's last goal once the joint comes free), and nothing is written after that.
-            time.sleep(0.2)  # a sync write has no reply: let the emulator take it in
+            # (a sync write has no reply: wait until the emulator has taken it in)
+            wait_for(lambda: abs(emulator.get(pan, "goal_position") - emulator.get(pan, "present_position")) <= 2)
             pan_goal = emulator.get(pan, "goal_position")
-            assert abs(pan_goal - emulator.get(pan, "present_position")) <= 2
             time.sleep(0.5)
             assert emulator.get(pan, "goal_position") == pan_goal
             with pytest.raises(RobotFault, match="in error"):
