@@ -33,6 +33,20 @@ GRIPPER_CLOSE = 1.0
 GRIPPER_OPEN = -1.0
 GRIPPER_DEAD_BAND = 0.5
 
+# The action layouts of the arm envs (sim and real), by ``action_mode``.
+ACTION_LAYOUTS = {"xyz": "[dx, dy, dz, gripper]", "xyz_rpy": "[dx, dy, dz, droll, dpitch, dyaw, gripper]"}
+
+
+def check_action(action, shape: tuple[int, ...], action_mode: str) -> np.ndarray:
+    """An env's action as float64 clipped to [-1, 1]; ValueError for a wrong shape (naming the
+    layout of `action_mode`) or a NaN / Inf."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"action must have shape {shape} {ACTION_LAYOUTS[action_mode]}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or Inf: {a.tolist()}")
+    return np.clip(a, -1.0, 1.0)
+
 # Proprioceptive fields with their sizes. Envs pick a subset, in this order.
 PROPRIO_FIELD_SIZES: dict[str, int] = {
     "tcp_pose": 7,  # position (3) + quaternion xyzw (4)

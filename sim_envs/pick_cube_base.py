@@ -28,7 +28,7 @@ from ml_collections import config_dict
 from serl_launcher import conventions
 from sim_envs.rendering import RENDER_HELP, has_display
 
-ACTION_LAYOUTS = {"xyz": "[dx, dy, dz, gripper]", "xyz_rpy": "[dx, dy, dz, droll, dpitch, dyaw, gripper]"}
+ACTION_LAYOUTS = conventions.ACTION_LAYOUTS
 STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "cube_pos")
 VISION_STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose")
 EXTRA_FIELD_SIZES = {"cube_pos": 3}
@@ -360,13 +360,7 @@ class PickCubeEnv(gym.Env):
     # ------------------------------------------------------------------ internals
 
     def _check_action(self, action: Any) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            layout = ACTION_LAYOUTS[self.config.action_mode]
-            raise ValueError(f"action must have shape {self.action_space.shape} {layout}, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or Inf: {a.tolist()}")
-        return np.clip(a, -1.0, 1.0)
+        return conventions.check_action(action, self.action_space.shape, self.config.action_mode)
 
     def _rotated_target(self, drot: np.ndarray) -> np.ndarray:
         """Pre-multiplies the current orientation by exp(rot_scale * drot), clipped to rot_limit."""

@@ -67,7 +67,7 @@ from robot_infra.robot_server.client import RobotClient, RobotServerError
 from serl_launcher import conventions
 
 STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque")
-ACTION_LAYOUTS = {"xyz": "[dx, dy, dz, gripper]", "xyz_rpy": "[dx, dy, dz, droll, dpitch, dyaw, gripper]"}
+ACTION_LAYOUTS = conventions.ACTION_LAYOUTS
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -330,13 +330,7 @@ class RealArmEnv(gym.Env):
     # ------------------------------------------------------------------ internals
 
     def _check_action(self, action: Any) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            layout = ACTION_LAYOUTS[self.config.action_mode]
-            raise ValueError(f"action must have shape {self.action_space.shape} {layout}, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or Inf: {a.tolist()}")
-        return np.clip(a, -1.0, 1.0)
+        return conventions.check_action(action, self.action_space.shape, self.config.action_mode)
 
     def _command(self, send, info: dict[str, Any]) -> None:
         """Sends a command; if the arm is in error, clears it once (recover_errors) and resends."""

@@ -202,10 +202,8 @@ class MotionLimits:
         tcp = np.asarray(tcp_pose, dtype=np.float64)
         references = [tcp[:3]] if target_pose is None else [tcp[:3], np.asarray(target_pose[:3], dtype=np.float64)]
         reference = min(references, key=lambda p: float(np.linalg.norm(out[:3] - p)))
-        delta = out[:3] - reference
-        distance = float(np.linalg.norm(delta))
-        if distance > self.max_step:
-            out[:3] = reference + delta * (self.max_step / distance)
+        if float(np.linalg.norm(out[:3] - reference)) > self.max_step:
+            out[:3] = clip_toward(reference, out[:3], self.max_step)
             limited.append("step")
         # Orientation step: the angle of the rotation from the tool's orientation to the target's.
         target_wxyz, tcp_wxyz = out[[6, 3, 4, 5]], tcp[[6, 3, 4, 5]] / np.linalg.norm(tcp[3:])
@@ -228,6 +226,22 @@ class MotionLimits:
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_can_move(errors: Sequence[str], resetting: bool) -> None:
+    """RobotFault unless the arm may take a motion command: no active error, no joint reset."""
+    if errors:
+        raise RobotFault(f"the arm is in error ({'; '.join(errors)}); POST /clear_errors first")
+    if resetting:
+        raise RobotFault("a joint reset is in progress")
+
+
+def clip_toward(position: np.ndarray, target: np.ndarray, clip: float) -> np.ndarray:
+    """`target`, moved onto the line from `position` to at most `clip` metres from it (the
+    impedance's translational_clip: how far ahead of the tool a backend aims)."""
+    delta = target - position
+    distance = float(np.linalg.norm(delta))
+    return position + delta * (clip / distance) if distance > clip else np.array(target, dtype=np.float64)
 
 
 class RobotBackend(abc.ABC):

@@ -45,6 +45,8 @@ from robot_infra.robot_server.backend import (
     MotionLimits,
     RobotBackend,
     RobotFault,
+    check_can_move,
+    clip_toward,
     validate_impedance,
 )
 from sim_envs import panda_pick_cube as task
@@ -187,11 +189,7 @@ class MujocoBackend(RobotBackend):
 
     def _clipped_waypoint(self) -> tuple[np.ndarray, np.ndarray]:
         """The target, moved to within the clip distances of the tool's current pose."""
-        pos = self._ik.site_pos()
-        delta = self._target_pos - pos
-        dist = float(np.linalg.norm(delta))
-        clip = self._impedance["translational_clip"]
-        way_pos = pos + delta * (clip / dist) if dist > clip else self._target_pos.copy()
+        way_pos = clip_toward(self._ik.site_pos(), self._target_pos, self._impedance["translational_clip"])
 
         cur, inv, rel, rotvec = self._scratch["q1"], self._scratch["q2"], self._scratch["q3"], self._scratch["v3"]
         mujoco.mju_mat2Quat(cur, self.data.site_xmat[self._tcp])
@@ -362,10 +360,7 @@ class MujocoBackend(RobotBackend):
         }
 
     def _check_can_move(self) -> None:
-        if self._errors:
-            raise RobotFault(f"the arm is in error ({'; '.join(self._errors)}); POST /clear_errors first")
-        if self._reset_motion is not None:
-            raise RobotFault("a joint reset is in progress")
+        check_can_move(self._errors, self._reset_motion is not None)
 
 
 def _in_subtree(model: mujoco.MjModel, body: int, root: int) -> bool:

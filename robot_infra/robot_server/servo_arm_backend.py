@@ -41,6 +41,8 @@ from robot_infra.robot_server.backend import (
     DEFAULT_IMPEDANCE,
     RobotBackend,
     RobotFault,
+    check_can_move,
+    clip_toward,
     validate_impedance,
 )
 from robot_infra.servo_bus import ServoArm, ServoBusError
@@ -231,10 +233,7 @@ class ServoArmBackend(RobotBackend):
         elif self._target is not None:
             pos, quat = self._target
             tcp = np.asarray(self._snapshot["tcp_pose"][:3])
-            clip = self._impedance["translational_clip"]
-            delta = pos - tcp
-            dist = float(np.linalg.norm(delta))
-            waypoint = tcp + delta * (clip / dist) if dist > clip else pos
+            waypoint = clip_toward(tcp, pos, self._impedance["translational_clip"])
             q_goal = self.kinematics.ik(q, waypoint, quat, dt=1.0 / self.control_hz)
         else:
             q_goal = self._hold_q  # no target: hold the posture of the last reset or clear
@@ -391,10 +390,7 @@ class ServoArmBackend(RobotBackend):
         }
 
     def _check_can_move(self) -> None:
-        if self._errors:
-            raise RobotFault(f"the arm is in error ({'; '.join(self._errors)}); POST /clear_errors first")
-        if self._reset_motion is not None:
-            raise RobotFault("a joint reset is in progress")
+        check_can_move(self._errors, self._reset_motion is not None)
 
 
 def _reason(error: BaseException) -> str:
