@@ -84,11 +84,7 @@ def default_config() -> config_dict.ConfigDict:
     # whose reward and episode end come from a learned classifier (a wrapper), not the simulator.
     c.terminate_on_success = True
     # Observations.
-    c.image_obs = False
-    c.image_height = 128
-    c.image_width = 128
-    c.render_height = 256  # render() frames (videos), per camera
-    c.render_width = 256
+    pick_cube_base.add_observation_defaults(c)
     c.lock()
     return c
 

@@ -51,6 +51,15 @@ class ArmController(Protocol):
     def site_pos(self) -> np.ndarray: ...
 
 
+def add_observation_defaults(c: config_dict.ConfigDict) -> None:
+    """The observation defaults every pick-cube task shares (one home for them)."""
+    c.image_obs = False
+    c.image_height = 128
+    c.image_width = 128
+    c.render_height = 256  # render() frames (videos), per camera
+    c.render_width = 256
+
+
 def make_config(
     default_config: Callable[[], config_dict.ConfigDict],
     task_name: str,
