@@ -49,6 +49,14 @@ setup(
         # Hardware-only, not installed by the setup script (no arm or camera here):
         "franka": ["franky-control>=2.0"],  # robot_infra.robot_server's Franka backend
         "realsense": ["pyrealsense2"],  # robot_infra.cameras.RealSenseCamera
-        "dev": ["pytest", "pytest-timeout", "ruff"],
+        # Datasets in LeRobot's format (serl_launcher.data.lerobot): parquet and video.
+        "lerobot": ["av", "pyarrow"],
+        # Metrics sinks besides JSON lines (config logging.wandb / logging.tensorboard).
+        "monitoring": ["tensorboardX", "wandb"],
+        # RLDS export (scripts/export_rlds.py); TensorFlow, so not installed by the set-up script.
+        "rlds": ["tensorflow-cpu", "tensorflow-datasets"],
+        # The tests read exported datasets back with Hugging Face datasets (as LeRobot does) and
+        # TensorBoard event files with TensorBoard's own reader.
+        "dev": ["datasets", "pandas", "pytest", "pytest-timeout", "ruff", "tensorboard"],
     },
 )

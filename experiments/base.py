@@ -111,6 +111,18 @@ def base_config() -> config_dict.ConfigDict:
         # wall-clock cap.
         "until_success": -1.0,
     })
+    # Metrics sinks besides each process's metrics.jsonl (serl_launcher.utils.metrics,
+    # MetricsWriter.for_run; extra [monitoring]). wandb: a run per process (learner, actors,
+    # evaluator) grouped by the run folder, with the config (secrets redacted), every metric and
+    # the evaluation video; project "" is off; mode "online" (`wandb login` first, or
+    # WANDB_API_KEY in the environment), "offline" (files in <run folder>/wandb; `wandb sync`
+    # them later) or "disabled"; entity "" is your default. tensorboard: a folder for event files
+    # ("": off): relative, inside each run folder (<run>/<folder>/<role>); absolute,
+    # <folder>/<exp>/<run>/<role>; then `tensorboard --logdir <folder>`.
+    c.logging = config_dict.ConfigDict({
+        "wandb": config_dict.ConfigDict({"project": "", "entity": "", "mode": "online"}),
+        "tensorboard": "",
+    })
     # The gripper toggle penalty of a learned gripper (agent.learned_gripper;
     # serl_launcher.wrappers.grasp_penalty): `value` (<= 0; 0 turns it off) on each step whose
     # gripper command would open a closed gripper or close an open one (closed: gripper_pose
@@ -134,6 +146,22 @@ def base_config() -> config_dict.ConfigDict:
         "hil_serl_gripper_close": 0.0,
         "successes_needed": 20,
         "noise": 0.1,
+        # How scripts/import_lerobot.py maps a LeRobot dataset onto this experiment
+        # (serl_launcher.data.lerobot.LeRobotMapping documents each entry). observations:
+        # {key: feature, feature[i:j] or a+b}; keys left out: state <- observation.state, camera
+        # k <- observation.images.k. action_low / action_high: the dataset's action bounds, mapped
+        # linearly onto the action space (empty: already in it); gripper_close: the sign that
+        # closes the gripper in the dataset. reward: a feature or "success_at_end". done,
+        # truncated, intervention, grasp_penalty: used where the dataset has them. crops:
+        # {camera: (x, y, w, h)} before resizing to this experiment's image size.
+        "lerobot": config_dict.ConfigDict({
+            "observations": config_dict.ConfigDict(), "action": "action",
+            "action_low": (), "action_high": (), "gripper_close": 1.0,
+            "reward": "next.reward", "done": "next.done", "truncated": "next.truncated",
+            "intervention": "complementary_info.is_intervention",
+            "grasp_penalty": "complementary_info.discrete_penalty",
+            "crops": config_dict.ConfigDict(),
+        }),
     })
     return c
 

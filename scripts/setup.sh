@@ -41,7 +41,7 @@ stamp="$venv/.serl-install-stamp"
 want="$(cat "$root/setup.py" "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import serl_launcher, sim_envs" 2>/dev/null; then
   log "installing the project and its dependencies (first time: a few minutes)"
-  "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[robot,dev]"
+  "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[robot,lerobot,monitoring,dev]"
   echo "$want" > "$stamp"
 fi
 log "ready: $venv"

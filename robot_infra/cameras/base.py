@@ -23,8 +23,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
+
+from serl_launcher.utils import images
 
 Crop = tuple[int, int, int, int] | Callable[[np.ndarray], np.ndarray] | None
 
@@ -79,11 +80,7 @@ def crop_and_resize(frame: np.ndarray, crop: Crop, size: tuple[int, int] | None,
         out = frame[y:y + h, x:x + w]
     else:
         out = frame
-    if size is not None and out.shape[:2] != size:
-        shrinking = size[0] * size[1] < out.shape[0] * out.shape[1]
-        out = cv2.resize(out, (size[1], size[0]),
-                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.array(out, dtype=np.uint8, copy=True, order="C")
+    return images.resize(out, size)
 
 
 class Camera(abc.ABC):

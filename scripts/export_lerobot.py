@@ -1,0 +1,85 @@
+"""Export an experiment's demos, or a run's episodes, as a LeRobot dataset (format v3.0).
+
+    python scripts/export_lerobot.py --exp_name pick_cube_sim_vision --output /tmp/pick_demos
+    python scripts/export_lerobot.py --exp_name pick_cube_sim_vision --run first_run --output /tmp/run1
+
+Sources: by default the demo files the learner would read (``demos.paths`` and demos/*.npz);
+``--input FILE`` (repeatable) for other demo files; ``--run RUN`` (repeatable) for a run's
+online buffer as of its last snapshot (the learner writes one every learner.checkpoint_period
+steps and when it stops), interventions flagged per step. Each episode's frames carry the
+observation (state and cameras: AV1 videos like LeRobot's own), action, next.reward, next.done,
+next.truncated, next.success, complementary_info.is_intervention and, with a learned gripper,
+complementary_info.discrete_penalty. LeRobot loads the folder with
+``LeRobotDataset(repo_id, root=<folder>)``; publishing it on the hub is its tools' job
+(``huggingface-cli upload --repo-type dataset <id> <folder>``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app, flags
+
+_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "The dataset folder to create (must not exist).", required=True)
+_INPUT = flags.DEFINE_multi_string("input", [], "A demo file to export (repeatable; default: the experiment's demos).")
+_RUN = flags.DEFINE_multi_string("run", [], "A run folder (relative: under experiments/<exp>/runs/) whose episodes to export.")
+_TASK = flags.DEFINE_string("task", None, "The task's text in the dataset (default: the experiment's name).")
+_FPS = flags.DEFINE_float("fps", None, "Frames per second (default: env.control_hz).")
+_CODEC = flags.DEFINE_string("codec", "libsvtav1", "Video codec (LeRobot's default libsvtav1; libx264 for H.264).")
+_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from experiments.mappings import demo_files, load_for_entry_point, resolve_path, run_dir
+    from serl_launcher.data import BufferFormatError, DemoFormatError, DemoReading
+    from serl_launcher.data.episodes import gather_episodes
+    from serl_launcher.data.lerobot import export_lerobot
+
+    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    fps = _FPS.value or config.get("env", {}).get("control_hz")
+    if not fps:
+        raise app.UsageError("this experiment's config has no env.control_hz: pass --fps")
+    if hasattr(exp, "make_spaces"):
+        obs_space, act_space = exp.make_spaces(config)
+    else:
+        env = exp.make_env(config)
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+    demos = [resolve_path(_EXP_NAME.value, p) for p in _INPUT.value]
+    if not demos and not _RUN.value:
+        demos = demo_files(config)
+    runs = [run_dir(_EXP_NAME.value, r) / "buffers" / "online" for r in _RUN.value]
+    try:
+        episodes, sources = gather_episodes(demos, runs, obs_space, act_space, DemoReading.from_config(config))
+    except (DemoFormatError, BufferFormatError, FileNotFoundError) as error:
+        raise app.UsageError(str(error)) from None
+    if not episodes:
+        raise app.UsageError(f"nothing to export: no demo files for {_EXP_NAME.value!r} (record them with "
+                             f"scripts/record_demos.py) and no --run")
+    for line in sources:
+        print(f"[export] {line}", flush=True)
+    output = Path(_OUTPUT.value).expanduser()
+    frames = sum(map(len, episodes))
+    cameras = sum(1 for space in obs_space.spaces.values() if len(space.shape) == 3)
+    started = time.perf_counter()
+    with tqdm(total=frames * cameras, desc="video frames encoded", unit="frame", disable=not cameras) as bar:
+        try:
+            summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or _EXP_NAME.value,
+                                     robot_type=config.get("env_id") or _EXP_NAME.value, codec=_CODEC.value,
+                                     progress=bar.update)
+        except (FileExistsError, ValueError) as error:
+            raise app.UsageError(str(error)) from None
+    seconds = time.perf_counter() - started
+    print(f"[export] {summary['episodes']} episodes, {summary['frames']} frames, cameras "
+          f"{summary['cameras'] or 'none'} -> {output} in {seconds:.1f} s ({summary['frames'] / seconds:.0f} "
+          f"transitions/s)")
+
+
+if __name__ == "__main__":
+    app.run(main)
