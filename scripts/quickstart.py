@@ -32,6 +32,8 @@ _EXP_NAME = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Episodes per evaluation.")
 _VIDEO_N = flags.DEFINE_integer("video_episodes", 3, "Episodes of the final policy in the video (0: none).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (for tests): a few hundred steps, small networks.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE for every step and role (repeatable), "
+                                 "e.g. logging.wandb.project=NAME.")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +61,7 @@ def main(argv: list[str]) -> None:
     from serl_launcher.utils.report import evaluated_at, read_records
 
     started = time.time()
-    _, config = load_for_entry_point(_EXP_NAME.value)
+    _, config = load_for_entry_point(_EXP_NAME.value, _SET.value)  # bad overrides fail here, first
     exp_dir = experiment_dir(_EXP_NAME.value)
     name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = run_dir(_EXP_NAME.value, name)
@@ -73,9 +75,10 @@ def main(argv: list[str]) -> None:
         print("[quickstart] recording labelled frames and training the reward classifier", flush=True)
         smoke = _SMOKE.value
         checkpoint = prepare_classifier(
-            _EXP_NAME.value, folder, env, settings=["classifier.steps=300"] if smoke else [],
+            _EXP_NAME.value, folder, env, settings=[*_SET.value, *(["classifier.steps=300"] if smoke else [])],
             record_flags=["--successes_needed", "60", "--failures_needed", "150", "--hold_steps", "3"] if smoke else [])
         reward_settings = [f"classifier.checkpoint={str(checkpoint)!r}"]
+    reward_settings = [*_SET.value, *reward_settings]
 
     # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
     demos = folder / "demos.npz"

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         public = redact_secrets(config.to_dict())
         (folder / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
-        with MetricsWriter(folder / "metrics.jsonl", config=public) as writer:
+        with MetricsWriter.for_run(folder / "metrics.jsonl", config, folder, "bc") as writer:
             bar = tqdm(range(1, c.steps + 1), desc="bc", unit="step")
             for step in bar:
                 agent, info = agent.update(data.sample(bc.batch_size))

@@ -145,6 +145,7 @@ def run_evaluator(exp, config, run_dir) -> None:
 def run_eval(exp, config, run_dir) -> None:
     from serl_launcher.actor import evaluate_policy
     from serl_launcher.utils.checkpoints import CheckpointManager, build_agent
+    from serl_launcher.utils.metrics import MetricsWriter
 
     env = exp.make_env(config, render_mode="rgb_array" if _EVAL_VIDEO.value else None)
     manager = CheckpointManager(run_dir / "checkpoints")
@@ -157,6 +158,12 @@ def run_eval(exp, config, run_dir) -> None:
     video = run_dir / f"eval_{step}.mp4" if _EVAL_VIDEO.value else None
     stats = evaluate_policy(env, agent.policy(), _EVAL_N.value, seed=config.seed + 12345, video_path=video)
     (run_dir / f"eval_{step}.json").write_text(json.dumps({"step": step, **stats}, indent=2) + "\n")
+    # Into the run's metrics (and its wandb / TensorBoard sinks), the video too.
+    with MetricsWriter.for_run(run_dir / "metrics.jsonl", config, run_dir, f"eval-checkpoint-{step}",
+                               header=False) as writer:
+        writer.write(step, stats, prefix="eval_checkpoint/")
+        if video is not None:
+            writer.video(step, "eval_checkpoint/video", video)
     print(f"[eval] step {step}: success rate {stats['success_rate']:.0%} over {_EVAL_N.value} episodes, "
           f"mean episode time {stats['episode_time_s']:.2f} s" + (f"; video: {video}" if video else ""), flush=True)
 

@@ -89,7 +89,8 @@ class Actor:
         self.seed = config.seed if seed is None else seed  # this actor's stream (actor_seed)
         self.policy = initial_policy(config, env.observation_space, env.action_space)
         self.params_step = -1
-        self.writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=config.to_dict())
+        self.writer = MetricsWriter.for_run(Path(run_dir) / "metrics.jsonl", config, run_folder or Path(run_dir).parent,
+                                            Path(run_dir).name)
         self.episodes = 0
         self._stop = threading.Event()
         # The run's folder, where the evaluator says when eval.until_success is reached.

@@ -190,7 +190,8 @@ class Evaluator:
                 f"(a learner on another machine: copy its config.json there first)")
         # Appends to the learner's file: each record is one line written by one write() to a
         # file opened for appending, so the two writers' lines never mix.
-        return MetricsWriter(self.run_dir / "metrics.jsonl")
+        return MetricsWriter.for_run(self.run_dir / "metrics.jsonl", self.config, self.run_dir, "evaluator",
+                                     header=False)
 
     def close(self) -> None:
         self.client.close()

@@ -39,7 +39,7 @@ from serl_launcher.data.demos import check_demo_supply
 from serl_launcher.evaluator import check_eval_config, check_simulated, max_failures, meets_target
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.checkpoints import warm_start
-from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
+from serl_launcher.utils.metrics import MetricsWriter
 from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
 from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
@@ -77,7 +77,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         if demo_paths:
             load_demos_into(demo, [Path(p) for p in demo_paths], DemoReading.from_config(c))  # as the learner does
         check_demo_supply(c, len(demo), "in-process loop")
-        writer = MetricsWriter(Path(run_dir) / "metrics.jsonl", config=redact_secrets(c.to_dict())) if run_dir else None
+        writer = MetricsWriter.for_run(Path(run_dir) / "metrics.jsonl", c, run_dir, "inprocess") if run_dir else None
 
         rng = jax.random.PRNGKey(c.seed + 1)
         policy = agent.policy()

@@ -138,7 +138,7 @@ class Learner:
         self.limiter = make_rate_limiter(config, inserts=self.online.num_inserted, steps=self.step)
         public = redact_secrets(config.to_dict())
         (self.run_dir / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
-        self.writer = MetricsWriter(self.run_dir / "metrics.jsonl", config=public)
+        self.writer = MetricsWriter.for_run(self.run_dir / "metrics.jsonl", config, self.run_dir, "learner")
         self._logged_counts = (0, 0)  # (received, intervened) at the previous replay/ record
         self._actor_stats: deque[tuple[str, dict]] = deque(maxlen=_STATS_QUEUE)
         self.actor_stats_dropped = 0

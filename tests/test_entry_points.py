@@ -20,10 +20,16 @@ def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
     name = "pytest-quickstart-smoke"
     folder = REPO / "experiments" / exp_name / "runs" / name
     shutil.rmtree(folder, ignore_errors=True)
+    # The state run also writes every metric to wandb (offline) and TensorBoard, with a shared
+    # transport key that must reach neither.
+    secret = "pytest-transport-key-0123456789abcdef"
+    sinks = ["--set", "logging.wandb.project=pytest", "--set", "logging.wandb.mode=offline",
+             "--set", "logging.tensorboard=tb", "--set", f"transport.key={secret}"] if exp_name == "pick_cube_sim" else []
+    subprocess_env.pop("WANDB_MODE", None)
     try:
         result = subprocess.run(
             [python, str(REPO / "scripts/quickstart.py"), "--smoke", "--until_success", "0", "--minutes", "4",
-             "--eval_n_trajs", "2", "--video_episodes", "1", "--run_name", name, "--exp_name", exp_name],
+             "--eval_n_trajs", "2", "--video_episodes", "1", "--run_name", name, "--exp_name", exp_name, *sinks],
             capture_output=True, text=True, env=subprocess_env, timeout=600,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -55,11 +61,92 @@ def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
         assert (folder / f"eval_{json.loads(evals[0].read_text())['step']}.mp4").stat().st_size > 5_000
         assert (folder / "policy" / "policy.json").is_file()
         assert (folder / "buffers" / "online" / "manifest.json").is_file()
+        if sinks:
+            check_metric_sinks(folder, name, secret, checkpoint_step=json.loads(evals[0].read_text())["step"])
+        else:
+            assert not (folder / "wandb").exists() and not (folder / "tb").exists()
         if exp_name == "pick_cube_sim_vision":  # the reward came from the classifier trained here
             meta = json.loads((folder / "classifier" / "classifier.json").read_text())
             assert meta["image_keys"] == ["front", "wrist"] and meta["report"]["heldout_frames"] > 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_wandb_records(path):
+    """The records of a wandb run file (.wandb: LevelDB-log framing of wandb's own protobuf
+    Records), read with wandb's protobuf definitions."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, chunks, pending = path.read_bytes(), 32768, 7, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            chunks.append(chunk)
+        elif kind in (2, 3):
+            pending += chunk
+        elif kind == 4:
+            chunks.append(pending + chunk)
+            pending = b""
+    records = []
+    for chunk in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        records.append(record)
+    return records
+
+
+def check_metric_sinks(folder, name, secret, checkpoint_step):
+    """wandb (offline) and TensorBoard hold what the run's processes logged; the key is nowhere."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {}
+    for path in (folder / "wandb").glob("offline-run-*/run-*.wandb"):
+        records = read_wandb_records(path)
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+                   for r in records if r.WhichOneof("record_type") == "history"]
+        runs[run.job_type] = (run, history)
+    roles = {"learner", "actor-sim-0", "evaluator", f"eval-checkpoint-{checkpoint_step}"}
+    assert set(runs) == roles, sorted(runs)
+    for role, (run, _) in runs.items():
+        assert run.run_group == name and run.display_name == f"{name}-{role}" and run.project == "pytest"
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        assert config["exp_name"] == "pick_cube_sim" and config["transport"]["key"] == "<redacted>"
+    keys = {role: set().union(*history) for role, (_, history) in runs.items()}
+    assert {"train/critic_loss", "replay/received"} <= keys["learner"], sorted(keys["learner"])
+    assert any(k.startswith("timer/") for k in keys["learner"])
+    assert any(k.startswith("actor/") for k in keys["actor-sim-0"]), sorted(keys["actor-sim-0"])
+    assert "eval/success_rate" in keys["evaluator"]
+    checkpoint = runs[f"eval-checkpoint-{checkpoint_step}"][1]
+    assert "eval_checkpoint/success_rate" in keys[f"eval-checkpoint-{checkpoint_step}"]
+    video = next(row for row in checkpoint if "eval_checkpoint/video/_type" in row)  # flattened by wandb
+    assert video["eval_checkpoint/video/_type"] == "video-file"
+    assert list((folder / "wandb").glob(f"offline-run-*/files/{video['eval_checkpoint/video/path']}"))
+    learner_steps = [row["_step"] for row in runs["learner"][1] if "train/critic_loss" in row]
+    assert learner_steps == sorted(learner_steps) and learner_steps
+
+    for role, wanted in (("learner", "train/critic_loss"), ("actor-sim-0", "actor/"), ("evaluator", "eval/success_rate")):
+        events = EventAccumulator(str(folder / "tb" / role))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert any(tag.startswith(wanted) for tag in tags), (role, tags)
+    scalars = EventAccumulator(str(folder / "tb" / "learner"))
+    scalars.Reload()
+    jsonl = [r for r in read_records(folder / "metrics.jsonl") if "train/critic_loss" in r]
+    logged = scalars.Scalars("train/critic_loss")
+    assert [e.step for e in logged] == [r["step"] for r in jsonl]
+    assert [round(e.value, 4) for e in logged] == [round(r["train/critic_loss"], 4) for r in jsonl]
+    for path in [*(folder / "wandb").rglob("*"), *(folder / "tb").rglob("*"), folder / "config.json"]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
 
 
 def test_report_script_regenerates_a_report(tmp_path, python, subprocess_env):

@@ -7,8 +7,10 @@ checked for NaN/Inf first: a non-finite value stops the run with the step and th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,35 +69,71 @@ def check_finite(step: int, metrics: Mapping[str, float]) -> None:
 
 class MetricsWriter:
     """Appends ``{"step": ..., "time": ..., **metrics}`` lines to ``path`` (metrics.jsonl);
-    ``time`` is wall-clock Unix seconds (what run reports plot against).
+    ``time`` is wall-clock Unix seconds (what run reports plot against). Processes of a run open
+    theirs with :meth:`for_run`, which adds the sinks ``config.logging`` asks for.
 
     Args:
         path: the JSON-lines file (parent folders are created).
-        wandb_project: log to Weights & Biases too (needs `wandb` installed and configured).
-        tensorboard_dir: log to TensorBoard too (needs `tensorboardX` or `torch.utils.tensorboard`).
-        config: written once as the first record (``{"config": ...}``) when the file is new.
+        config: written once as the first record (``{"config": ...}``) when the file is new (and
+            `header`), and given to wandb; secret-looking entries are redacted first
+            (:func:`redact_secrets`).
+        wandb: keyword arguments of ``wandb.init`` (project, entity, mode, dir, name, group,
+            job_type, id); None: no wandb (extra ``[monitoring]``).
+        tensorboard_dir: where tensorboardX writes event files; None: no TensorBoard.
     """
 
-    def __init__(self, path: str | Path, wandb_project: str | None = None,
-                 tensorboard_dir: str | Path | None = None, config: Mapping[str, Any] | None = None):
+    def __init__(self, path: str | Path, config: Mapping[str, Any] | None = None,
+                 wandb: Mapping[str, Any] | None = None, tensorboard_dir: str | Path | None = None,
+                 header: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        self._file = self.path.open("a", buffering=1)  # line-buffered: nothing lost on a crash
         config = redact_secrets(config) if config is not None else None
-        if new and config is not None:
-            self._file.write(json.dumps({"config": config}, default=str) + "\n")
         self._wandb = self._tensorboard = None
-        if wandb_project:
-            import wandb
-
-            self._wandb = wandb.init(project=wandb_project, config=dict(config or {}))
+        if wandb:
+            self._wandb = _open_wandb(wandb, config)
         if tensorboard_dir:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                from torch.utils.tensorboard import SummaryWriter
+                raise ImportError("logging.tensorboard needs tensorboardX: pip install -e '.[monitoring]'") from None
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
+        self._file = self.path.open("a", buffering=1)  # line-buffered: nothing lost on a crash
+        if new and header and config is not None:
+            self._file.write(json.dumps({"config": config}, default=str) + "\n")
+
+    @classmethod
+    def for_run(cls, path: str | Path, config, run_dir: str | Path, role: str,
+                header: bool = True) -> MetricsWriter:
+        """The writer of one process (`role`: learner, actor-<id>, evaluator ...) of the run in
+        `run_dir`, with the sinks of ``config.logging``:
+
+        - ``logging.wandb.project`` set: a wandb run per process, grouped by the run folder's
+          name (``<run>-<role>``, id ``<exp>-<run>-<role>``, so a resumed process continues its
+          own), files in ``<run folder>/wandb``; ``mode`` online, offline (``wandb sync`` later)
+          or disabled. The config goes with it (secrets redacted), never the command line.
+        - ``logging.tensorboard`` set: event files in ``<run folder>/<it>/<role>`` for a relative
+          folder, ``<it>/<exp>/<run>/<role>`` for an absolute one (``tensorboard --logdir``).
+
+        `header`: write the config as the file's first record (False where another process of
+        the run owns the file, e.g. the evaluator appending to the learner's)."""
+        run_dir = Path(run_dir)
+        public = redact_secrets(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+        sinks = public.get("logging") or {}
+        exp = public.get("exp_name") or "run"
+        wandb_settings, tensorboard_dir = None, None
+        w = sinks.get("wandb") or {}
+        if w.get("project"):
+            if w.get("mode", "online") not in ("online", "offline", "disabled"):
+                raise ValueError(f"logging.wandb.mode is online, offline or disabled, not {w.get('mode')!r}")
+            wandb_settings = {"project": w["project"], "entity": w.get("entity") or None,
+                              "mode": w.get("mode", "online"), "dir": str(run_dir),
+                              "name": f"{run_dir.name}-{role}", "group": run_dir.name, "job_type": role,
+                              "id": _wandb_id(f"{exp}-{run_dir.name}-{role}")}
+        if sinks.get("tensorboard"):
+            base = Path(str(sinks["tensorboard"])).expanduser()
+            tensorboard_dir = (base / exp / run_dir.name / role) if base.is_absolute() else run_dir / base / role
+        return cls(path, config=public, wandb=wandb_settings, tensorboard_dir=tensorboard_dir, header=header)
 
     def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         scalars = to_scalars(metrics, prefix)
@@ -109,6 +147,16 @@ class MetricsWriter:
                 self._tensorboard.add_scalar(key, value, int(step))
         return scalars
 
+    def video(self, step: int, name: str, path: str | Path) -> None:
+        """An mp4 already written (e.g. an evaluation's) to wandb, as `name`; TensorBoard has no
+        video panel without moviepy, so the file stays where it is for it. The JSON lines get a
+        record pointing at the file."""
+        self._file.write(json.dumps({"step": int(step), "time": time.time(), f"{name}_file": str(path)}) + "\n")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({name: wandb.Video(str(path), format="mp4")}, step=int(step))
+
     def close(self) -> None:
         self._file.close()
         if self._wandb is not None:
@@ -121,6 +169,27 @@ class MetricsWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _wandb_id(text: str) -> str:
+    """wandb run ids allow letters, digits, - and _ (at most 64 characters)."""
+    clean = re.sub(r"[^A-Za-z0-9_-]", "-", text)
+    return clean if len(clean) <= 64 else clean[:47] + "-" + hashlib.sha1(clean.encode()).hexdigest()[:16]
+
+
+def _open_wandb(settings: Mapping[str, Any], config: Mapping[str, Any] | None):
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("logging.wandb needs wandb: pip install -e '.[monitoring]'") from None
+    try:
+        return wandb.init(**settings, config=dict(config or {}), resume="allow", reinit="create_new",
+                          settings=wandb.Settings(x_disable_meta=True, save_code=False, console="off",
+                                                  silent=True, disable_git=True))
+    except wandb.errors.Error as error:
+        raise RuntimeError(f"wandb could not start ({error}): run `wandb login` (or set WANDB_API_KEY in the "
+                           f"environment, never in a config), or set logging.wandb.mode=offline and "
+                           f"`wandb sync` the run's wandb/ folder later") from None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
