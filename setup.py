@@ -54,7 +54,8 @@ setup(
         # Metrics sinks besides JSON lines (config logging.wandb / logging.tensorboard).
         "monitoring": ["tensorboardX", "wandb"],
         # RLDS export (scripts/export_rlds.py); TensorFlow, so not installed by the set-up script.
-        "rlds": ["tensorflow-cpu", "tensorflow-datasets"],
+        # (tensorflow-datasets imports importlib_resources without declaring it.)
+        "rlds": ["importlib_resources", "tensorflow-cpu", "tensorflow-datasets"],
         # The tests read exported datasets back with Hugging Face datasets (as LeRobot does) and
         # TensorBoard event files with TensorBoard's own reader.
         "dev": ["datasets", "pandas", "pytest", "pytest-timeout", "ruff", "tensorboard"],

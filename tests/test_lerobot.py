@@ -393,12 +393,12 @@ def test_export_and_import_scripts_end_to_end(tmp_path, python, subprocess_env):
                                 "intervened": True, "grasp_penalty": np.float32(0.0)})
     demos = save_demos(tmp_path / "demos.npz", transitions)
     out = tmp_path / "exported"
-    result = subprocess.run([python, str(REPO / "scripts/export_lerobot.py"), "--exp_name", "pick_cube_sim_vision",
+    result = subprocess.run([python, str(REPO / "scripts/export_dataset.py"), "--exp_name", "pick_cube_sim_vision",
                              "--input", str(demos), "--output", str(out), "--task", "pick"],
                             capture_output=True, text=True, env=subprocess_env, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2 episodes, 10 frames, cameras ['front', 'wrist']" in result.stdout
-    again = subprocess.run([python, str(REPO / "scripts/export_lerobot.py"), "--exp_name", "pick_cube_sim_vision",
+    again = subprocess.run([python, str(REPO / "scripts/export_dataset.py"), "--exp_name", "pick_cube_sim_vision",
                             "--input", str(demos), "--output", str(out)],
                            capture_output=True, text=True, env=subprocess_env, timeout=300)
     assert again.returncode == 1 and "already exists" in again.stderr
