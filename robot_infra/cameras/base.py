@@ -10,7 +10,7 @@ naming the camera and its source instead of handing out an old frame.
 Crop and resize, per camera:
 
 - ``crop``: None, a region of interest ``(x, y, w, h)`` in pixels of the raw frame (what
-  ``cv2.selectROI`` and ``python -m robot_infra.tools.pick_roi`` give), or a callable taking the
+  ``python -m robot_infra.tools.pick_roi`` and ``scripts/crop_dataset.py`` give), or a callable taking the
   raw (H, W, 3) RGB frame and returning the cropped one.
 - ``size``: None, or ``(height, width)`` of the frames ``read`` returns (the array's shape, as in
   the env's observation space); area interpolation when shrinking, bilinear when enlarging.

@@ -3,12 +3,14 @@
     python -m robot_infra.tools.pick_roi --image camera_check/wrist_raw.png --camera wrist
     python -m robot_infra.tools.pick_roi --image frame.png --roi 120,40,400,400 --camera wrist
 
-Without ``--roi`` it opens OpenCV's ROI selector (drag a rectangle, then Enter or Space; c
-cancels); that needs a display and an OpenCV built with GUI support (``opencv-python``, not the
-headless wheel). Without either, pass the numbers. The region is checked against the image size,
-the crop is saved (``--out``, default ``<image>_crop.png`` beside the image; resized too when
-``--size`` is given, i.e. what the policy would see) and the config line is printed. Frames for
-this tool come from ``python -m robot_infra.tools.check_cameras`` (its ``<name>_raw.png``).
+Without ``--roi`` it opens a window (matplotlib's rectangle selector, so it works with the
+headless OpenCV wheel the project installs): drag a rectangle, adjust its handles, Enter accepts,
+Esc cancels. That needs a display and an interactive matplotlib backend (Tk, which CPython ships,
+or Qt; ``MPLBACKEND`` picks one); without them, pass the numbers. The region is checked against
+the image size, the crop is saved (``--out``, default ``<image>_crop.png`` beside the image;
+resized too when ``--size`` is given, i.e. what the policy would see) and the config line is
+printed. Frames for this tool come from ``python -m robot_infra.tools.check_cameras`` (its
+``<name>_raw.png``); for a recorded dataset use ``scripts/crop_dataset.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import cv2
 import numpy as np
 
 from robot_infra.cameras.base import crop_and_resize
-
-WINDOW = "pick_roi: drag a rectangle, Enter / Space to accept, c to cancel"
 
 
 def parse_ints(text: str, count: int, what: str) -> tuple[int, ...]:
@@ -52,24 +52,73 @@ def validate_roi(roi: Sequence[int], image_shape: Sequence[int]) -> tuple[int, i
     return (x, y, w, h)
 
 
+GUI_BACKENDS = ("TkAgg", "QtAgg", "GTK4Agg")
+
+
 def display_available() -> bool:
-    """A display to open a window on, and an OpenCV that can open one."""
+    """A display to open a window on, and an interactive matplotlib backend for it (the one
+    ``MPLBACKEND`` names, else the first of GUI_BACKENDS that starts)."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False
-    try:
-        cv2.namedWindow("pick_roi probe")
-        cv2.destroyWindow("pick_roi probe")
-    except cv2.error:
-        return False  # the headless OpenCV wheel: no GUI
-    return True
+    import matplotlib.pyplot as plt
+
+    for backend in ([os.environ["MPLBACKEND"]] if os.environ.get("MPLBACKEND") else GUI_BACKENDS):
+        try:
+            plt.switch_backend(backend)
+            plt.close(plt.figure())
+            return True
+        except Exception:  # noqa: BLE001 - ImportError, TclError, RuntimeError ... all mean "not this one"
+            continue
+    return False
 
 
-def select_roi_interactively(image_bgr: np.ndarray) -> tuple[int, int, int, int]:
-    roi = cv2.selectROI(WINDOW, image_bgr, showCrosshair=True, fromCenter=False)
-    cv2.destroyAllWindows()
-    if roi is None or int(roi[2]) <= 0 or int(roi[3]) <= 0:
+class RoiPicker:
+    """A figure showing an RGB image with a rectangle selector. Drag (and adjust the handles),
+    then Enter: :attr:`roi` is the (x, y, w, h) pixel region, clipped to the image. Esc, or
+    closing the window, leaves it None."""
+
+    def __init__(self, image_rgb: np.ndarray, title: str):
+        import matplotlib.pyplot as plt
+        from matplotlib.widgets import RectangleSelector
+
+        self.shape = image_rgb.shape
+        self.roi: tuple[int, int, int, int] | None = None
+        self.figure, self.axes = plt.subplots()
+        self.axes.imshow(image_rgb)
+        self.axes.set_title(f"{title}\ndrag a rectangle, Enter to accept, Esc to cancel", fontsize=9)
+        self.selector = RectangleSelector(self.axes, lambda press, release: None, interactive=True,
+                                          useblit=False, button=[1], minspanx=2, minspany=2, spancoords="pixels")
+        self.figure.canvas.mpl_connect("key_press_event", self._key)
+
+    def region(self) -> tuple[int, int, int, int] | None:
+        """The selector's rectangle as whole pixels: pixel i covers [i - 0.5, i + 0.5] in data units."""
+        x0, x1, y0, y1 = self.selector.extents
+        height, width = self.shape[:2]
+        left, right = max(0, int(round(x0 + 0.5))), min(width, int(round(x1 + 0.5)))
+        top, bottom = max(0, int(round(y0 + 0.5))), min(height, int(round(y1 + 0.5)))
+        return (left, top, right - left, bottom - top) if right > left and bottom > top else None
+
+    def _key(self, event) -> None:
+        import matplotlib.pyplot as plt
+
+        if event.key == "enter":
+            self.roi = self.region()
+            if self.roi is None:
+                return  # nothing selected yet: keep the window open
+        elif event.key != "escape":
+            return
+        plt.close(self.figure)
+
+
+def select_roi_interactively(image_rgb: np.ndarray, title: str = "pick_roi") -> tuple[int, int, int, int]:
+    """Shows the image until Enter / Esc (needs :func:`display_available`); ValueError on cancel."""
+    import matplotlib.pyplot as plt
+
+    picker = RoiPicker(image_rgb, title)
+    plt.show()
+    if picker.roi is None:
         raise ValueError("no region was selected")
-    return tuple(int(v) for v in roi)
+    return picker.roi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.roi:
             roi = parse_ints(args.roi, 4, "--roi")
         elif display_available():
-            roi = select_roi_interactively(image)
+            roi = select_roi_interactively(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), f"pick_roi: {image_path.name}")
         else:
-            parser.error("no display to select a region on (or OpenCV has no GUI support): pass "
+            parser.error("no display to select a region on (or no interactive matplotlib backend): pass "
                          f"the region as --roi x,y,w,h (the image is {width} wide, {height} high)")
         roi = validate_roi(roi, image.shape)
     except ValueError as error:

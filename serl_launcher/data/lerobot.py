@@ -136,6 +136,10 @@ def export_lerobot(
     spec = TransitionSpec.infer(first, grasp_penalty=first.get("grasp_penalty") is not None)
     cameras = [k for k, (shape, dtype) in spec.observation.items() if is_image_spec(shape, dtype)]
     vectors = [k for k in spec.observation if k not in cameras]
+    for key in cameras:
+        height, width = spec.observation[key][0][:2]
+        if height % 2 or width % 2:
+            raise ValueError(f"camera {key!r} frames are {width}x{height}; yuv420p video needs an even width and height")
     for key in vectors:
         shape, _ = spec.observation[key]
         if len(shape) != 1:
@@ -725,3 +729,120 @@ def check_fps(info: Mapping[str, Any], control_hz: float | None) -> str | None:
         return (f"the dataset was recorded at {info['fps']} fps and the experiment steps at {control_hz} Hz: "
                 f"each action moved the arm for a different time than it will here")
     return None
+
+
+# ------------------------------------------------------------------------------------- cropping
+
+
+def video_features(info: Mapping[str, Any]) -> list[str]:
+    return [name for name, ft in info["features"].items() if isinstance(ft, dict) and ft.get("dtype") == "video"]
+
+
+def first_frames(root: str | os.PathLike) -> dict[str, np.ndarray]:
+    """{video feature: the first frame of the first episode} (RGB uint8), what a crop is picked on."""
+    _, av = _require_libraries()
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    info = read_info(root)
+    files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise LeRobotFormatError(f"{root}: no episode metadata under {EPISODES_DIR}/")
+    meta = pq.read_table(files[0]).slice(0, 1).to_pylist()[0]
+    out = {}
+    for name in video_features(info):
+        path = root / (info.get("video_path") or VIDEO_PATH).format(
+            video_key=name, chunk_index=meta[f"videos/{name}/chunk_index"], file_index=meta[f"videos/{name}/file_index"])
+        start = float(meta[f"videos/{name}/from_timestamp"])
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                for frame in container.decode(stream):
+                    if float(frame.pts * stream.time_base) >= start - TIME_TOLERANCE_S:
+                        out[name] = frame.to_ndarray(format="rgb24")
+                        break
+        except (av.error.FFmpegError, OSError) as error:
+            raise LeRobotFormatError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+        if name not in out:
+            raise LeRobotFormatError(f"{path}: no frame at or after {start:.3f} s")
+    return out
+
+
+def crop_lerobot(src: str | os.PathLike, dst: str | os.PathLike,
+                 rois: Mapping[str, tuple[int, int, int, int]], size: tuple[int, int] | None = None,
+                 codec: str = "libsvtav1", crf: int = 30) -> dict[str, list[int]]:
+    """A copy of the dataset at `src` in `dst` (which must not exist) whose videos named in `rois`
+    (video feature -> (x, y, w, h)) are cropped, and resized to `size` (height, width) when given;
+    every frame keeps its timestamp, everything else is copied as it is. Returns the new shapes."""
+    _, av = _require_libraries()
+    src, dst = Path(src), Path(dst)
+    info = read_info(src)
+    if dst.exists():
+        raise FileExistsError(f"{dst} already exists: give a new folder for the cropped copy")
+    unknown = sorted(set(rois) - set(video_features(info)))
+    if unknown:
+        raise LeRobotFormatError(f"{src}: no video feature(s) {unknown}; it has {video_features(info)}")
+    for name, roi in rois.items():
+        height, width = size or (int(roi[3]), int(roi[2]))
+        if height % 2 or width % 2:
+            raise ValueError(f"{name}: the cropped frames would be {width}x{height}; yuv420p video needs an even "
+                             f"width and height: pick an even region or give a size")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+    shapes = {}
+    try:
+        for path in sorted(src.rglob("*")):
+            relative = path.relative_to(src)
+            if path.is_dir() or relative.parts[0] == "videos" and relative.parts[1] in rois:
+                continue
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / relative)
+        for name, roi in rois.items():
+            for path in sorted((src / "videos" / name).rglob("*.mp4")):
+                out = tmp / path.relative_to(src)
+                shapes[name] = _crop_video(av, path, out, roi, size, codec, crf, int(round(float(info["fps"]))))
+            height, width = shapes[name]
+            feature = info["features"][name]
+            feature["shape"] = [height, width, 3]
+            feature.setdefault("names", ["height", "width", "channels"])
+            if isinstance(feature.get("info"), dict):
+                feature["info"] |= {"video.height": height, "video.width": width, "video.pix_fmt": "yuv420p"}
+        _write_json(tmp / INFO_PATH, info)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {name: [*shape, 3] for name, shape in shapes.items()}
+
+
+def _crop_video(av, path: Path, out: Path, roi, size, codec: str, crf: int, fps: int) -> tuple[int, int]:
+    """Re-encodes one video cropped (and resized), keeping each frame's time."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SVT_LOG", "1")
+    options = {"g": "2", "crf": str(crf)} | ({"preset": "12"} if codec == "libsvtav1" else {})
+    try:
+        with av.open(str(path)) as source, av.open(str(out), "w") as target:
+            stream = source.streams.video[0]
+            encoder = None
+            for frame in source.decode(stream):
+                try:
+                    image = images.resize(images.crop(frame.to_ndarray(format="rgb24"), roi), size)
+                except ValueError as error:
+                    raise LeRobotFormatError(f"{path}: {error}") from None
+                if encoder is None:
+                    encoder = target.add_stream(codec, rate=fps, options=options)
+                    encoder.height, encoder.width = image.shape[:2]
+                    encoder.pix_fmt = "yuv420p"
+                    encoder.codec_context.time_base = Fraction(1, fps)
+                    shape = image.shape[:2]
+                cropped = av.VideoFrame.from_ndarray(image, format="rgb24")
+                cropped.pts = int(round(float(frame.pts * stream.time_base) * fps))
+                for packet in encoder.encode(cropped):
+                    target.mux(packet)
+            if encoder is None:
+                raise LeRobotFormatError(f"{path}: no frames")
+            for packet in encoder.encode():
+                target.mux(packet)
+    except av.error.FFmpegError as error:
+        raise LeRobotFormatError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+    return shape
