@@ -440,8 +440,20 @@ def read_info(root: str | os.PathLike) -> dict[str, Any]:
     if major > SUPPORTED_MAJOR:
         raise LeRobotFormatError(f"{root} is a LeRobot {version} dataset, newer than the {CODEBASE_VERSION} "
                                  f"this project reads")
-    if not isinstance(features, dict) or not isinstance(fps, (int, float)) or fps <= 0:
-        raise LeRobotFormatError(f"{path}: features must be a dict and fps a positive number")
+    if (not isinstance(features, dict) or isinstance(fps, bool) or not isinstance(fps, (int, float))
+            or not math.isfinite(fps) or not 0 < fps <= 10_000):
+        raise LeRobotFormatError(f"{path}: features must be a dict and fps a positive number, got fps {fps!r}")
+    for name, feature in features.items():
+        if not isinstance(feature, dict) or not isinstance(feature.get("dtype"), str):
+            raise LeRobotFormatError(f"{path}: feature {name!r} is not a dict with a dtype")
+        if "/" in name or "\\" in name or name.startswith(".") or not name:
+            raise LeRobotFormatError(f"{path}: feature name {name!r} is not allowed (LeRobot names have no '/'; "
+                                     f"video files are found by name)")
+    # Files are found where v3.0 puts them; a dataset naming other places is not read (a template
+    # could point outside the folder).
+    for key, standard in (("data_path", DATA_PATH), ("video_path", VIDEO_PATH)):
+        if info.get(key) not in (None, standard):
+            raise LeRobotFormatError(f"{path}: {key} {info.get(key)!r} is not LeRobot v3.0's {standard!r}")
     return info
 
 
@@ -496,11 +508,25 @@ def import_lerobot(
                                  f"experiment's actions {action_dim}")
 
     table, meta = _read_frames(pa, root, info, episodes)
-    wanted = sorted(set(meta["episode_index"]) if episodes is None else set(episodes))
-    missing = sorted(set(wanted) - set(meta["episode_index"]))
+    indices, lengths = meta["episode_index"], meta["length"]
+    if not all(_is_count(e) for e in indices) or len(set(indices)) != len(indices):
+        raise LeRobotFormatError(f"{root}: the episode metadata's episode_index must be distinct integers >= 0")
+    wanted = sorted(set(indices) if episodes is None else set(episodes))
+    missing = sorted(set(wanted) - set(indices))
     if missing:
         raise LeRobotFormatError(f"{root}: no episode(s) {missing[:10]} (it has {info.get('total_episodes')})")
-    by_episode = {int(e): i for i, e in enumerate(meta["episode_index"])}
+    by_episode = {int(e): i for i, e in enumerate(indices)}
+    episode_of = np.asarray(table.column("episode_index").to_numpy(zero_copy_only=False))
+    frame_of = np.asarray(table.column("frame_index").to_numpy(zero_copy_only=False))
+    if episode_of.dtype.kind not in "iu" or frame_of.dtype.kind not in "iu":
+        raise LeRobotFormatError(f"{root}: episode_index and frame_index in the data files must be integers")
+    present, rows_per_episode = np.unique(episode_of, return_counts=True)
+    rows_per_episode = dict(zip(present.tolist(), rows_per_episode.tolist(), strict=True))
+    for e in wanted:  # before anything is allocated by the metadata's word
+        length = lengths[by_episode[e]]
+        if not _is_count(length) or length < 1 or length != rows_per_episode.get(e, 0):
+            raise LeRobotFormatError(f"{root}: episode {e}'s metadata says {length!r} frames, the data files hold "
+                                     f"{rows_per_episode.get(e, 0)} rows of it")
 
     columns = {}
     needed = {name for parts in sources.values() for name, _ in parts if features[name]["dtype"] != "video"}
@@ -510,8 +536,6 @@ def import_lerobot(
         if name not in table.column_names:
             raise LeRobotFormatError(f"{root}: feature {name!r} is in info.json but not in the data files")
         columns[name] = _column_array(table.column(name), name, root)
-    episode_of = np.asarray(table.column("episode_index").to_numpy(), np.int64)
-    frame_of = np.asarray(table.column("frame_index").to_numpy(), np.int64)
 
     cameras = {k: parts[0][0] for k, parts in sources.items() if features[parts[0][0]]["dtype"] == "video"}
     videos = {key: _decode_episodes(av, root, info, meta, by_episode, wanted, name, key,
@@ -593,6 +617,10 @@ def import_lerobot(
     return out, report
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _as_2d(values: np.ndarray) -> np.ndarray:
     return values.reshape(len(values), -1)
 
@@ -663,16 +691,19 @@ def _decode_episodes(av, root: Path, info: dict[str, Any], meta: dict[str, list]
     """{episode: (length, h, w, 3) uint8} of one camera, cropped and resized to `size`; each
     episode's frames are found in its video file by time (from_timestamp + frame_index / fps)."""
     fps = float(info["fps"])
-    template = info.get("video_path") or VIDEO_PATH
+    template = VIDEO_PATH  # read_info refused any other
     needed: dict[Path, list[int]] = {}
     for e in wanted:
         m = by_episode[e]
         try:
             chunk, file = meta[f"videos/{name}/chunk_index"][m], meta[f"videos/{name}/file_index"][m]
-            float(meta[f"videos/{name}/from_timestamp"][m])
+            start = float(meta[f"videos/{name}/from_timestamp"][m])
+            if not (_is_count(chunk) and _is_count(file) and math.isfinite(start) and start >= 0):
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             raise LeRobotFormatError(f"{root}: the episode metadata does not say where episode {e}'s "
-                                     f"{name} frames are (videos/{name}/...)") from None
+                                     f"{name} frames are (videos/{name}/chunk_index, file_index: integers >= 0; "
+                                     f"from_timestamp: seconds >= 0)") from None
         needed.setdefault(root / template.format(video_key=name, chunk_index=chunk, file_index=file), []).append(e)
     out: dict[int, np.ndarray] = {}
     for path, eps in needed.items():
@@ -748,12 +779,17 @@ def first_frames(root: str | os.PathLike) -> dict[str, np.ndarray]:
     files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files:
         raise LeRobotFormatError(f"{root}: no episode metadata under {EPISODES_DIR}/")
-    meta = pq.read_table(files[0]).slice(0, 1).to_pylist()[0]
+    try:
+        meta = pq.read_table(files[0]).slice(0, 1).to_pylist()[0]
+    except (OSError, IndexError, ValueError) as error:
+        raise LeRobotFormatError(f"{files[0]}: not a readable episode metadata file ({error})") from None
     out = {}
     for name in video_features(info):
-        path = root / (info.get("video_path") or VIDEO_PATH).format(
-            video_key=name, chunk_index=meta[f"videos/{name}/chunk_index"], file_index=meta[f"videos/{name}/file_index"])
-        start = float(meta[f"videos/{name}/from_timestamp"])
+        chunk, file = meta.get(f"videos/{name}/chunk_index"), meta.get(f"videos/{name}/file_index")
+        start = meta.get(f"videos/{name}/from_timestamp")
+        if not (_is_count(chunk) and _is_count(file) and isinstance(start, (int, float)) and math.isfinite(start)):
+            raise LeRobotFormatError(f"{files[0]}: the first episode's videos/{name}/... entries are missing or not numbers")
+        path = root / VIDEO_PATH.format(video_key=name, chunk_index=chunk, file_index=file)
         try:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
