@@ -33,6 +33,8 @@ setup(
         "optax",
         "orbax-checkpoint",
         "pyzmq",
+        # Reading LeRobot's PyTorch ResNet-10 weights (scripts/convert_resnet10.py), without torch.
+        "safetensors",
         # distrax imports tensorflow_probability; only the nightly works with current jax.
         "tfp-nightly",
         "tqdm",

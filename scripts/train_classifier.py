@@ -41,6 +41,12 @@ def main(argv: list[str]) -> None:
     if "classifier" not in config:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
     c = config.classifier
+    from serl_launcher.networks.encoders import check_frozen_backbone
+
+    try:
+        check_frozen_backbone(c, "classifier")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     paths = [resolve_path(_EXP_NAME.value, p) for p in _DATA.value]
     if not paths:
         data_dir = experiment_dir(_EXP_NAME.value) / c.data_dir

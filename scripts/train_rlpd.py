@@ -177,8 +177,11 @@ def main(argv: list[str]) -> None:
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     from serl_launcher.evaluator import check_eval_config
 
+    from serl_launcher.networks.encoders import check_frozen_backbone
+
     try:
         check_eval_config(config)
+        check_frozen_backbone(config.agent.encoder, "agent.encoder")  # before an arm or a camera is opened
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)

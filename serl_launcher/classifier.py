@@ -59,7 +59,8 @@ def classifier_config() -> config_dict.ConfigDict:
         "success_confirm": 1,  # ... on this many consecutive steps
         "backbone": "small",  # better held-out precision than "patch" here; trained once
         "freeze_backbone": False,  # True: the backbone is not trained (use with pretrained_path)
-        "pretrained_path": "",  # .npz of backbone weights (encoders.save_backbone_params layout)
+        "pretrained_path": "",  # .npz of backbone weights (scripts/convert_resnet10.py)
+        "allow_random_frozen": False,  # freeze_backbone without pretrained_path: an error unless True
         "pooling": "spatial_embeddings",
         "bottleneck_dim": 64,
         "hidden_dim": 128,
@@ -247,6 +248,9 @@ def train_classifier(
         raise ValueError(f"the training episodes hold only class {classes.tolist()}; record successes and failures")
     by_class = [train_idx[labels[train_idx] == k] for k in classes]
 
+    from serl_launcher.networks.encoders import check_frozen_backbone
+
+    check_frozen_backbone(c, "classifier")
     model = build_model(image_keys, c)
     images = {k: frames["images"][k] for k in image_keys}
     rng = jax.random.PRNGKey(seed)

@@ -30,6 +30,11 @@ def test_experiment_config_env_and_agent_fit(exp_name):
         assert ("classifier" in config) == bool(cameras)  # image tasks get their reward from a classifier
         for cam in cameras:
             assert env.observation_space[cam].shape == (config.env.image_height, config.env.image_width, 3)
+        if config.agent.encoder.freeze_backbone and not config.agent.encoder.pretrained_path:
+            # A frozen backbone needs weights (scripts/convert_resnet10.py), none here: refused ...
+            with pytest.raises(ValueError, match="convert_resnet10.py"):
+                SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
+            config.agent.encoder.allow_random_frozen = True  # ... unless a random one is meant
         agent = SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
         obs, _ = env.reset(seed=0)
         action = agent.policy().sample_actions(obs, jax.random.PRNGKey(1))
@@ -91,6 +96,7 @@ def test_real_arm_template_runs_against_the_mujoco_robot_server(tmp_path):
         assert env.observation_space.contains(obs)
         # The learner's view: the same spaces without opening a camera or asking the server.
         assert exp.make_spaces(config) == (env.observation_space, env.action_space)
+        config.agent.encoder.allow_random_frozen = True  # no pretrained weights in the tests
         agent = SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
         del agent  # the paper-sized agent builds for this env's spaces
         low, high = np.array(config.env.workspace_low), np.array(config.env.workspace_high)

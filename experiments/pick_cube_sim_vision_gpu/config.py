@@ -5,11 +5,12 @@ spatial learned embeddings and a 256-d bottleneck per camera; 2 critics of 256x2
 (128 online + 128 demo/intervention); critic:actor ratio 2; discount 0.97. The reward classifier
 sees the same 128x128 cameras through a ResNet-10 too.
 
-ImageNet-pretrained ResNet-10 weights are not downloaded by this project: convert them once to an
-``.npz`` (``serl_launcher.networks.encoders.save_backbone_params`` writes the expected layout) and
-point ``agent.encoder.pretrained_path`` at the file, e.g.
-``--set agent.encoder.pretrained_path='/data/resnet10.npz'``. Without weights the frozen backbone
-keeps its random initialisation, which learns far more slowly. The reward classifier trains its
+ImageNet-pretrained ResNet-10 weights are not downloaded by this project: convert HIL-SERL's
+``resnet10_params.pkl`` or LeRobot's ``model.safetensors`` once with ``scripts/convert_resnet10.py``
+and point ``agent.encoder.pretrained_path`` at the ``.npz``, e.g.
+``--set agent.encoder.pretrained_path='/data/resnet10.npz'``. Without weights the learner refuses
+to start (a frozen random backbone learns far more slowly) unless
+``agent.encoder.allow_random_frozen=True``. The reward classifier trains its
 ResNet-10 from scratch unless given the same file (``--set classifier.pretrained_path=...
 --set classifier.freeze_backbone=True`` for train_classifier.py).
 

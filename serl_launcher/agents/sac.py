@@ -85,7 +85,10 @@ def sac_config() -> config_dict.ConfigDict:
         {
             "backbone": "small",
             "freeze_backbone": False,
-            "pretrained_path": "",  # .npz written by networks.encoders.save_backbone_params
+            "pretrained_path": "",  # .npz (scripts/convert_resnet10.py, or encoders.save_backbone_params)
+            # freeze_backbone without pretrained_path is an error unless this says a random frozen
+            # backbone is meant (networks.encoders.check_frozen_backbone).
+            "allow_random_frozen": False,
             "pooling": "spatial_embeddings",
             "num_spatial_features": 8,
             "bottleneck_dim": 64,
@@ -144,7 +147,12 @@ def make_encoder(c: config_dict.ConfigDict) -> ObservationEncoder:
 
 
 def init_encoder(encoder_def: ObservationEncoder, e: config_dict.ConfigDict, key: jax.Array, obs: dict) -> Params:
-    """Initial encoder parameters, with the backbone from ``e.pretrained_path`` when given."""
+    """Initial encoder parameters, with the backbone from ``e.pretrained_path`` when given; a
+    frozen backbone without one is refused (encoders.check_frozen_backbone)."""
+    if encoder_def.image_keys:
+        from serl_launcher.networks.encoders import check_frozen_backbone
+
+        check_frozen_backbone(e, "agent.encoder")
     params = encoder_def.init(key, obs).get("params", {})
     if e.pretrained_path:
         from serl_launcher.networks.encoders import load_backbone_params

@@ -217,6 +217,19 @@ def random_shift(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
     return jax.vmap(crop)(padded, offsets)
 
 
+def check_frozen_backbone(section, name: str) -> None:
+    """A frozen backbone needs weights: ValueError when `section` (an encoder or classifier
+    config: freeze_backbone, pretrained_path, allow_random_frozen) freezes one without a file,
+    unless allow_random_frozen says a random, never-trained backbone is meant."""
+    if section.freeze_backbone and not section.pretrained_path and not section.get("allow_random_frozen", False):
+        raise ValueError(
+            f"{name}.freeze_backbone=True without {name}.pretrained_path: the backbone would stay at its random "
+            f"initialisation, which nothing trains. Convert pretrained ResNet-10 weights with "
+            f"scripts/convert_resnet10.py (HIL-SERL's resnet10_params.pkl or LeRobot's model.safetensors) and set "
+            f"{name}.pretrained_path, train the backbone ({name}.freeze_backbone=False), or set "
+            f"{name}.allow_random_frozen=True if a random frozen backbone is what you want")
+
+
 def is_frozen_path(path: tuple[str, ...]) -> bool:
     return FROZEN_BACKBONE in path
 
