@@ -176,7 +176,6 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("pass exactly one of --learner or --actor")
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     from serl_launcher.evaluator import check_eval_config
-
     from serl_launcher.networks.encoders import check_frozen_backbone
 
     try:
