@@ -46,6 +46,10 @@ def base_config() -> config_dict.ConfigDict:
         # of refusing to start.
         "salvage": False,
         "log_period": 100,
+        # The local devices the learner trains on (serl_launcher.utils.sharding): "1", a number
+        # N, or "all"; the agent is replicated on each and every batch split over them
+        # (agent.batch_size must divide evenly).
+        "devices": "1",
     })
     c.actor = config_dict.ConfigDict({
         "max_env_steps": 1_000_000,

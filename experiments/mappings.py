@@ -87,6 +87,8 @@ def apply_overrides(config, overrides: list[str] | tuple[str, ...]) -> None:
             node = node[part]
         if leaf not in node:
             raise KeyError(f"--set {key}: no config key {leaf!r}")
+        if isinstance(node[leaf], str) and not isinstance(value, str):
+            value = raw  # a text setting given a number (learner.devices=2) keeps the text
         node[leaf] = tuple(value) if isinstance(value, list) else value
 
 

@@ -48,6 +48,7 @@ def run_learner(exp, config, run_dir) -> None:
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
     from serl_launcher.transport import LearnerServer
+    from serl_launcher.utils.sharding import learner_mesh
 
     if hasattr(exp, "make_spaces"):  # the learner needs only the spaces, not cameras or an arm
         spaces = exp.make_spaces(config)
@@ -71,6 +72,7 @@ def run_learner(exp, config, run_dir) -> None:
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
         make_rate_limiter(config)
+        learner_mesh(config.learner.devices, config.agent.batch_size)
         DemoReading.from_config(config)
         if not (run_dir / "buffers").is_dir():  # a resumed run's demo buffer is in its store
             check_demo_supply(config, len(demo_paths), "learner")

@@ -41,6 +41,7 @@ from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.checkpoints import warm_start
 from serl_launcher.utils.metrics import MetricsWriter
 from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
+from serl_launcher.utils.sharding import learner_mesh, replicate, shard_batch
 from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
 
@@ -64,6 +65,8 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         agent = SACAgent.create(jax.random.PRNGKey(c.seed), obs_space, act_space, c.agent)
         if actor_from is not None:
             agent = warm_start(agent, actor_from)  # as the learner does
+        mesh = learner_mesh(c.learner.devices, c.agent.batch_size)  # the learner's devices, as it uses them
+        agent = replicate(agent, mesh)
         penalty = c.agent.learned_gripper  # as the learner's store
         online = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed)
         demo = ReplayBuffer(obs_space, act_space, c.learner.replay_capacity, penalty, seed=c.seed + 1)
@@ -133,7 +136,7 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
                 fraction = c.learner.demo_fraction if len(demo) else 0.0
                 batch = sample_mixed(online, demo, batch_size * utd, demo_fraction=fraction, allow_empty_demo=True,
                                      num_minibatches=utd)
-                agent, metrics = agent.update_for_step(batch, updates)  # as the learner does
+                agent, metrics = agent.update_for_step(shard_batch(batch, mesh, utd), updates)  # as the learner does
                 policy = agent.policy()  # the update donated the old parameters
                 limiter.stepped()
                 updates += 1

@@ -51,6 +51,7 @@ from serl_launcher.utils.checkpoints import (
 )
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
+from serl_launcher.utils.sharding import device_idle, learner_mesh, replicate, shard_batch
 
 _STATS_QUEUE = 1000  # actor stats waiting for the training loop to write them
 
@@ -135,6 +136,9 @@ class Learner:
             self.agent = continue_from(self.agent, agent_from, observation_space, action_space)
         elif actor_from is not None:
             self.agent = warm_start(self.agent, actor_from)
+        # The learner's devices (learner.devices): the agent on each, every batch split over them.
+        self.mesh = learner_mesh(c.devices, config.agent.batch_size)
+        self.agent = replicate(self.agent, self.mesh)
         self.limiter = make_rate_limiter(config, inserts=self.online.num_inserted, steps=self.step)
         public = redact_secrets(config.to_dict())
         (self.run_dir / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
@@ -244,9 +248,12 @@ class Learner:
               f"waiting for {c.training_starts} transitions", flush=True)
         self._wait(lambda: self.limiter.can_sample() and len(self.online) > 0)
         start_time = time.monotonic()
-        timer = {"update_s": 0.0, "wait_s": 0.0}
+        timer = {"update_s": 0.0, "wait_s": 0.0, "data_wait_s": 0.0, "since": time.perf_counter()}
         out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
-        with Prefetcher(self._sample, depth=2) as batches:
+        utd = self.config.agent.utd_ratio
+        metrics = None
+        # Batches are sampled and put on the devices (split over the mesh) a step ahead.
+        with Prefetcher(self._sample, depth=2, transform=lambda b: shard_batch(b, self.mesh, utd)) as batches:
             while self.step < c.max_steps and not self._should_stop() and not out_of_time():
                 t0 = time.perf_counter()
                 self._check_health()  # every step: a learner that never waits must notice too
@@ -255,23 +262,31 @@ class Learner:
                 if not self._wait(self.limiter.can_sample):
                     break
                 t1 = time.perf_counter()
-                self.agent, metrics = self.agent.update_for_step(batches.get(), self.step)
+                idle = device_idle(metrics)  # the previous update is done: a wait now starves the device
+                batch = batches.get()
+                t2 = time.perf_counter()
+                self.agent, metrics = self.agent.update_for_step(batch, self.step)
                 self.step += 1
                 self.limiter.stepped()
                 self.server.notify_credit()
                 timer["wait_s"] += t1 - t0
-                timer["update_s"] += time.perf_counter() - t1
+                timer["data_wait_s"] += (t2 - t1) if idle else 0.0
+                timer["update_s"] += time.perf_counter() - t2
                 if self.step % c.steps_per_publish == 0:
                     self._publish()
                 if self.step % c.log_period == 0:
                     self._write_actor_stats()
                     self.writer.write(self.step, metrics, prefix="train/")
+                    elapsed = time.perf_counter() - timer["since"]
                     self.writer.write(self.step, {
                         **self.replay_metrics(),
                         "timer/update_ms": 1e3 * timer["update_s"] / c.log_period,
                         "timer/rate_limit_wait_ms": 1e3 * timer["wait_s"] / c.log_period,
+                        # Time with the devices idle for want of a batch, and its share of the period.
+                        "timer/data_wait_ms": 1e3 * timer["data_wait_s"] / c.log_period,
+                        "timer/data_wait_share": timer["data_wait_s"] / max(elapsed, 1e-9),
                     })
-                    timer = dict.fromkeys(timer, 0.0)
+                    timer = dict.fromkeys(timer, 0.0) | {"since": time.perf_counter()}
                 if self.step % c.checkpoint_period == 0:
                     self.save()
         self._check_health()

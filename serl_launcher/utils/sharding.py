@@ -2,7 +2,9 @@
 
 XLA's SPMD partitioner turns the jitted update into per-device work on each batch shard plus
 all-reduces of the gradients, so the result equals the single-device update up to float
-reduction order. Test on CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``.
+reduction order. ``learner.devices`` picks the devices (:func:`learner_mesh`): ``"1"`` (the
+default: the first local device), ``"N"`` (the first N) or ``"all"``. Test on CPU with
+``XLA_FLAGS=--xla_force_host_platform_device_count=2``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,32 @@ DATA_AXIS = "data"
 def make_mesh(devices: list | None = None) -> Mesh:
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def parse_devices(spec: Any, available: int) -> int:
+    """How many local devices ``learner.devices`` asks for: 1, N or "all"; ValueError otherwise."""
+    text = str(spec).strip().lower()
+    if text == "all":
+        return available
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"learner.devices is 1, a number of devices or 'all', not {spec!r}") from None
+    if count < 1:
+        raise ValueError(f"learner.devices must be at least 1, got {spec!r}")
+    if count > available:
+        raise ValueError(f"learner.devices={count}, but JAX sees {available} local device(s): "
+                         f"{[str(d) for d in jax.local_devices()]}")
+    return count
+
+
+def learner_mesh(spec: Any, batch_size: int) -> Mesh:
+    """The mesh of the learner's devices; the batch must split evenly over them."""
+    devices = jax.local_devices()
+    count = parse_devices(spec, len(devices))
+    if batch_size % count:
+        raise ValueError(f"agent.batch_size {batch_size} does not split over {count} devices (learner.devices)")
+    return make_mesh(devices[:count])
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -38,3 +66,10 @@ def shard_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
         return jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
 
     return jax.tree.map(put, batch)
+
+
+def device_idle(outputs: Any) -> bool:
+    """Whether the computation that produces `outputs` (jax arrays) has finished, i.e. the
+    device has nothing queued from it (True for None)."""
+    leaves = jax.tree.leaves(outputs)
+    return not leaves or all(leaf.is_ready() for leaf in leaves if hasattr(leaf, "is_ready"))
