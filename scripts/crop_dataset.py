@@ -45,6 +45,8 @@ def parse_rois(items: list[str], frames: dict) -> dict[str, tuple[int, int, int,
         camera, sep, value = item.partition("=")
         if not sep or camera not in frames:
             raise app.UsageError(f"--roi {item!r}: expected CAMERA=x,y,w,h with CAMERA one of {sorted(frames)}")
+        if camera in rois:
+            raise app.UsageError(f"--roi {camera}: given twice")
         try:
             rois[camera] = (None if value.strip().lower() in ("none", "full")
                             else validate_roi(parse_ints(value, 4, f"--roi {camera}"), frames[camera].shape))
@@ -65,8 +67,8 @@ def main(argv: list[str]) -> None:
             size = parse_ints(_SIZE.value, 2, "--size")
         except ValueError as error:
             raise app.UsageError(str(error)) from None
-        if min(size) <= 0:
-            raise app.UsageError(f"--size must be positive, got {_SIZE.value!r}")
+        if min(size) <= 0 or max(size) > 4096:
+            raise app.UsageError(f"--size must be from 1 to 4096 pixels a side, got {_SIZE.value!r}")
     config = None
     if _EXP_NAME.value:
         from experiments.mappings import load_for_entry_point
@@ -109,7 +111,7 @@ def main(argv: list[str]) -> None:
         else:
             count = crop_demo_file(dataset, output, chosen, size)
             print(f"wrote the cropped copy {output} ({count} transitions)")
-    except (lerobot.LeRobotFormatError, ValueError, FileExistsError) as error:
+    except (lerobot.LeRobotFormatError, ValueError, OSError) as error:
         raise app.UsageError(str(error)) from None
 
 
@@ -124,14 +126,21 @@ def first_demo_frames(path: Path) -> dict:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such dataset (a LeRobot folder or a .npz demo file)")
-    check_declared_size(path)
-    with np.load(path, allow_pickle=False) as npz:
-        manifest = json.loads(bytes(npz["manifest"]))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a demo archive of this project")
-        spec = manifest["spec"]["observation"]
-        cameras = [k for k, s in spec.items() if len(s["shape"]) == 3 and s["dtype"] == "uint8"]
-        return {k: npz[f"observations/{k}"][0] for k in cameras}
+    try:
+        check_declared_size(path)
+        with np.load(path, allow_pickle=False) as npz:
+            manifest = json.loads(bytes(npz["manifest"]))
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                raise ValueError("no demo archive manifest")
+            spec = manifest["spec"]["observation"]
+            cameras = [k for k, s in spec.items() if len(s["shape"]) == 3 and s["dtype"] == "uint8"]
+            frames = {k: npz[f"observations/{k}"][0] for k in cameras}
+    except Exception as error:  # noqa: BLE001 - zip, npy, JSON and key errors all mean "not a demo archive"
+        raise ValueError(f"{path}: not a readable demo archive of this project ({type(error).__name__}: "
+                         f"{error})") from None
+    if any(f.ndim != 3 or f.shape[2] != 3 for f in frames.values()):
+        raise ValueError(f"{path}: its camera frames are not (H, W, 3)")
+    return frames
 
 
 def crop_demo_file(src: Path, dst: Path, rois: dict, size) -> int:

@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
 
         try:
             folder = export_rlds(output, episodes, _NAME.value or _EXP_NAME.value, source="; ".join(sources))
-        except (FileExistsError, ValueError, ImportError) as error:
+        except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None
         seconds = time.perf_counter() - started
         print(f"[export] {len(episodes)} episodes, {frames} transitions -> RLDS {folder} in {seconds:.1f} s "
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
             summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or _EXP_NAME.value,
                                      robot_type=config.get("env_id") or _EXP_NAME.value, codec=_CODEC.value,
                                      progress=bar.update)
-        except (FileExistsError, ValueError, ImportError) as error:
+        except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None
     seconds = time.perf_counter() - started
     print(f"[export] {summary['episodes']} episodes, {summary['frames']} frames, cameras "

@@ -26,18 +26,25 @@ _EPISODES = flags.DEFINE_string("episodes", None, "Episodes to import: 'a:b' (b 
 _SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
+MAX_EPISODES = 1_000_000
+
+
 def parse_episodes(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
         if ":" in text:
             start, stop = (int(v) for v in text.split(":"))
-            if start < 0 or stop <= start:
+            if start < 0 or stop <= start or stop - start > MAX_EPISODES or stop > 2**62:
                 raise ValueError
             return list(range(start, stop))
-        return sorted({int(v) for v in text.split(",")})
+        episodes = sorted({int(v) for v in text.split(",")})
+        if not episodes or episodes[0] < 0 or episodes[-1] > 2**62:
+            raise ValueError
+        return episodes
     except ValueError:
-        raise app.UsageError(f"--episodes {text!r}: expected a:b (0 <= a < b) or i,j,k") from None
+        raise app.UsageError(f"--episodes {text!r}: expected a:b (0 <= a < b, at most {MAX_EPISODES:,} "
+                             f"episodes) or i,j,k") from None
 
 
 def main(argv: list[str]) -> None:
@@ -47,7 +54,7 @@ def main(argv: list[str]) -> None:
     from tqdm import tqdm
 
     from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
-    from serl_launcher.data import save_demos
+    from serl_launcher.data import DemoFormatError, save_demos
     from serl_launcher.data.lerobot import (
         LeRobotFormatError,
         LeRobotMapping,
@@ -83,11 +90,16 @@ def main(argv: list[str]) -> None:
     if warning:
         print(f"[import] WARNING: {warning}", flush=True)
     transitions = [t for episode in episodes for t in episode]
+    if not transitions:
+        raise app.UsageError(f"{dataset} holds no episodes to import")
     name = f"{dataset.name}_lerobot.npz"
     path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
     if path.exists():
         raise app.UsageError(f"{path} exists; pass --output for another file (or delete it first)")
-    save_demos(path, transitions)
+    try:
+        save_demos(path, transitions)
+    except (DemoFormatError, OSError) as error:
+        raise app.UsageError(f"cannot write {path}: {error}") from None
     seconds = time.perf_counter() - started
     print(f"[import] {report['episodes']} episodes, {len(transitions)} transitions from {dataset} "
           f"(LeRobot {report['version']}, {report['fps']} fps) in {seconds:.1f} s "

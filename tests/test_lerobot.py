@@ -414,3 +414,75 @@ def test_export_and_import_scripts_end_to_end(tmp_path, python, subprocess_env):
                           "--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, env=subprocess_env, timeout=300)
     assert bad.returncode == 1 and "no meta/info.json, so not a LeRobot dataset folder" in bad.stderr
+
+
+def test_hostile_files_and_settings_found_by_attack_are_refused(tmp_path, episodes, monkeypatch):
+    import os
+
+    from serl_launcher.data import lerobot
+
+    # libsvtav1 crashes the process on frames narrower than 32 pixels: refused before encoding.
+    narrow = [Episode([{**t, "observations": {**t["observations"], "front": t["observations"]["front"][:, :16]},
+                        "next_observations": {**t["next_observations"],
+                                              "front": t["next_observations"]["front"][:, :16]}}
+                       for t in e.transitions], True) for e in episodes]
+    with pytest.raises(ValueError, match="libsvtav1 needs at least 32"):
+        export_lerobot(tmp_path / "narrow", narrow, fps=10, task="t")
+    for fps in (float("inf"), float("nan"), 1e300, 0.5):
+        with pytest.raises(ValueError, match="fps must be a whole number"):
+            export_lerobot(tmp_path / "fps", episodes, fps=fps, task="t")
+    with pytest.raises(ValueError, match="audio codec, not a video one"):
+        export_lerobot(tmp_path / "aac", episodes, fps=10, task="t", codec="aac")
+    assert not list(tmp_path.glob(".narrow.tmp-*")) and not (tmp_path / "narrow").exists()
+
+    source = [episode_transitions(e, n, terminal=True) for e, n in enumerate([4, 3])]
+    good = tmp_path / "good"
+    write_lerobot_fixture(good, source, files=1)
+    top = good / "videos/observation.images.top/chunk-000/file-000.mp4"
+
+    fifo = tmp_path / "fifo"
+    shutil.copytree(good, fifo)
+    fifo_video = fifo / top.relative_to(good)
+    fifo_video.unlink()
+    os.mkfifo(fifo_video)
+    with pytest.raises(LeRobotFormatError, match="not a regular file"):
+        lerobot.first_frames(fifo)  # would block forever in av.open
+    with pytest.raises(LeRobotFormatError, match="file-000.mp4: missing"):
+        import_lerobot(fifo, OBS_SPACE, ACT_SPACE, GYM_HIL, grasp_penalty=True)
+
+    concat = tmp_path / "concat"  # an ffconcat text file named .mp4: never demuxed as one
+    shutil.copytree(good, concat)
+    shutil.copy(top, concat / "real.mp4")
+    (concat / top.relative_to(good)).write_text("ffconcat version 1.0\n" + "file ../../../real.mp4\n" * 50)
+    with pytest.raises(LeRobotFormatError, match="cannot decode"):
+        import_lerobot(concat, OBS_SPACE, ACT_SPACE, GYM_HIL, grasp_penalty=True)
+
+    device = tmp_path / "device"
+    shutil.copytree(good, device)
+    (device / "meta/notes.txt").symlink_to("/dev/zero")
+    with pytest.raises(LeRobotFormatError, match="notes.txt: not a regular file"):
+        lerobot.crop_lerobot(device, tmp_path / "device_crop", {"observation.images.top": (0, 0, 48, 40)},
+                             codec="libx264")
+    assert not (tmp_path / "device_crop").exists() and not list(tmp_path.glob(".device_crop.tmp-*"))
+
+    monkeypatch.setattr(lerobot, "memory_bytes", lambda: 2000)  # as if the parquet files unpacked to more
+    with pytest.raises(LeRobotFormatError, match="declare .* GiB once read, more than half"):
+        import_lerobot(good, OBS_SPACE, ACT_SPACE, GYM_HIL, grasp_penalty=True)
+    monkeypatch.undo()
+
+    big = tmp_path / "big"
+    shutil.copytree(good, big)
+    path = big / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    states = np.asarray(table.column("observation.state").to_pylist(), np.float64)
+    states[2, 0] = 1e39  # finite in float64, inf in the float32 the experiment stores
+    column = pa.array(list(states), pa.list_(pa.float64()))
+    pq.write_table(table.set_column(table.schema.get_field_index("observation.state"), "observation.state", column), path)
+    with pytest.raises(LeRobotFormatError, match="episode 0, frame 1: next_observations.*beyond float32's range"):
+        import_lerobot(big, OBS_SPACE, ACT_SPACE, GYM_HIL, grasp_penalty=True)
+    with pytest.raises(LeRobotFormatError, match="integers >= 0"):
+        import_lerobot(good, OBS_SPACE, ACT_SPACE, GYM_HIL, grasp_penalty=True, episodes=[2**70])
+    with pytest.raises(LeRobotFormatError, match="expected feature, feature\\[i:j\\]"):
+        import_lerobot(good, OBS_SPACE, ACT_SPACE,
+                       dataclass_replace(GYM_HIL, observations={**GYM_HIL.observations, "state": "observation.state[::2]"}),
+                       grasp_penalty=True)

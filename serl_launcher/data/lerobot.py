@@ -51,6 +51,7 @@ from gymnasium import spaces
 from serl_launcher.data.episodes import Episode
 from serl_launcher.data.transitions import TransitionSpec
 from serl_launcher.utils import images
+from serl_launcher.utils.npz import memory_bytes
 
 CODEBASE_VERSION = "v3.0"
 SUPPORTED_MAJOR = 3
@@ -87,6 +88,50 @@ def _require_libraries():
         raise ImportError(f"LeRobot datasets need pyarrow and PyAV ({error}): pip install -e '.[lerobot]' "
                           f"(scripts/setup.sh installs them)") from None
     return pyarrow, av
+
+
+MIN_SVT_WIDTH = 32  # libsvtav1 crashes the process (SIGFPE) on narrower frames
+VIDEO_DEMUXER = "mov"  # LeRobot's videos are mp4; never let ffmpeg sniff (ffconcat could read other files)
+
+
+def _open_video(av, path: Path):
+    """An mp4 for reading: a regular file (not a FIFO or device), demuxed as mp4 only."""
+    if not path.is_file():
+        raise LeRobotFormatError(f"{path}: missing or not a regular file")
+    return av.open(str(path), format=VIDEO_DEMUXER)
+
+
+def check_encoder(av, codec: str, width: int, height: int) -> None:
+    """ValueError unless `codec` is a video encoder of this PyAV build that takes frames of
+    this size (yuv420p: even sides; libsvtav1: at least 32 pixels wide)."""
+    try:
+        encoder = av.codec.Codec(codec, "w")
+    except Exception:  # noqa: BLE001 - PyAV raises its own error kinds for unknown names
+        raise ValueError(f"video codec {codec!r} is not an encoder in this PyAV build; try libsvtav1 or "
+                         f"libx264") from None
+    if encoder.type != "video":
+        raise ValueError(f"codec {codec!r} is a {encoder.type} codec, not a video one; try libsvtav1 or libx264")
+    if width % 2 or height % 2 or width < 2 or height < 2:
+        raise ValueError(f"frames of {width}x{height}: yuv420p video needs an even width and height")
+    if codec == "libsvtav1" and width < MIN_SVT_WIDTH:
+        raise ValueError(f"frames {width} pixels wide: libsvtav1 needs at least {MIN_SVT_WIDTH} (it crashes on "
+                         f"narrower ones); use another codec (--codec libx264) or larger frames")
+
+
+def _staging(dst: Path) -> Path:
+    """A new folder beside `dst` to write into before the rename; removes what an interrupted
+    earlier run left for the same `dst` (its name must not exist yet, so nothing else uses it)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.tmp-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            print(f"[lerobot] removing {stale}, left by an interrupted run", flush=True)
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+
+
+def _video_fps(fps: float) -> Fraction:
+    """The frame rate as a fraction (LeRobot stores an int; anything else stays exact enough)."""
+    return Fraction(str(float(fps))).limit_denominator(1001)
 
 
 def feature_name(key: str, is_image: bool) -> str:
@@ -127,19 +172,19 @@ def export_lerobot(
     episodes = [e for e in episodes if len(e)]
     if not episodes:
         raise ValueError("no episodes to export")
-    if fps <= 0 or int(round(fps)) != fps:
-        raise ValueError(f"fps must be a positive whole number (LeRobot stores an int), got {fps}")
-    fps = int(round(fps))
-    if codec not in av.codecs_available:
-        raise ValueError(f"video codec {codec!r} is not in this PyAV build; try libsvtav1, libx264 or h264")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 1 <= fps <= 10_000 and int(fps) == fps):
+        raise ValueError(f"fps must be a whole number from 1 to 10000 (LeRobot stores an int), got {fps}")
+    fps = int(fps)
     first = episodes[0].transitions[0]
     spec = TransitionSpec.infer(first, grasp_penalty=first.get("grasp_penalty") is not None)
     cameras = [k for k, (shape, dtype) in spec.observation.items() if is_image_spec(shape, dtype)]
     vectors = [k for k in spec.observation if k not in cameras]
     for key in cameras:
         height, width = spec.observation[key][0][:2]
-        if height % 2 or width % 2:
-            raise ValueError(f"camera {key!r} frames are {width}x{height}; yuv420p video needs an even width and height")
+        try:
+            check_encoder(av, codec, width, height)
+        except ValueError as error:
+            raise ValueError(f"camera {key!r}: {error}") from None
     for key in vectors:
         shape, _ = spec.observation[key]
         if len(shape) != 1:
@@ -198,8 +243,7 @@ def export_lerobot(
         arrays[name] = np.asarray(columns.pop(name), np.int64)
         features[name] = {"dtype": "int64", "shape": [1], "names": None}
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    tmp = _staging(root)
     try:
         table = pa.table({name: _arrow_column(pa, arrays[name]) for name in arrays})
         data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
@@ -319,7 +363,7 @@ def _encode_video(av, path: Path, frames: np.ndarray, fps: int, codec: str, crf:
 
 
 def _codec_name(av, path: Path) -> str:
-    with av.open(str(path)) as container:
+    with _open_video(av, path) as container:
         return container.streams.video[0].codec_context.codec.canonical_name
 
 
@@ -477,7 +521,10 @@ def import_lerobot(
     sources = {}
     for key, (shape, dtype) in spec.observation.items():
         image = is_image_spec(shape, dtype)
-        sources[key] = _parse_source(mapping.observations.get(key) or feature_name(key, image))
+        try:
+            sources[key] = _parse_source(mapping.observations.get(key) or feature_name(key, image))
+        except ValueError as error:
+            raise LeRobotFormatError(str(error)) from None
         for name, _ in sources[key]:
             if name not in features:
                 raise LeRobotFormatError(
@@ -507,6 +554,10 @@ def import_lerobot(
         raise LeRobotFormatError(f"demos.lerobot.action_low has {len(mapping.action_low)} values, the "
                                  f"experiment's actions {action_dim}")
 
+    if episodes is not None:
+        episodes = list(episodes)
+        if not all(_is_count(e) and e < 2**62 for e in episodes):
+            raise LeRobotFormatError(f"episodes to import must be integers >= 0, got {episodes[:5]}")
     table, meta = _read_frames(pa, root, info, episodes)
     indices, lengths = meta["episode_index"], meta["length"]
     if not all(_is_count(e) for e in indices) or len(set(indices)) != len(indices):
@@ -656,9 +707,14 @@ def _read_frames(pa, root: Path, info: dict[str, Any], episodes: Sequence[int] |
         files = sorted(folder.glob("chunk-*/file-*.parquet"))
         if not files:
             raise LeRobotFormatError(f"{root}: no {what} files under {folder.relative_to(root)}/chunk-*/")
-        tables = []
+        tables, declared = [], 0
         for path in files:
             try:
+                meta = pq.ParquetFile(path).metadata
+                declared += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                if declared > memory_bytes() // 2:  # before reading: a small file can unpack to gigabytes
+                    raise LeRobotFormatError(f"{path}: the {what} files declare {declared / 2**30:.1f} GiB once "
+                                             f"read, more than half of this machine's memory")
                 tables.append(pq.read_table(path))
             except (OSError, pa.ArrowException) as error:
                 raise LeRobotFormatError(f"{path}: not a readable parquet file ({error})") from None
@@ -714,11 +770,14 @@ def _decode_episodes(av, root: Path, info: dict[str, Any], meta: dict[str, list]
         frames = {e: [None] * lengths[e] for e in eps}
         order = sorted(eps, key=starts.get)
         start_times = [starts[e] for e in order]
+        remaining = sum(lengths.values())
         try:
-            with av.open(str(path)) as container:
+            with _open_video(av, path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
+                    if remaining == 0:
+                        break  # every wanted frame is found: the rest of the file is not read
                     t = float(frame.pts * stream.time_base) if frame.pts is not None else frame.time
                     e = _episode_at(order, start_times, starts, lengths, fps, t)
                     if e is None:
@@ -728,6 +787,7 @@ def _decode_episodes(av, root: Path, info: dict[str, Any], meta: dict[str, list]
                         continue
                     image = images.crop(frame.to_ndarray(format="rgb24"), roi)
                     frames[e][index] = images.resize(image, size)
+                    remaining -= 1
                     if progress:
                         progress(1)
         except (av.error.FFmpegError, IndexError) as error:
@@ -791,13 +851,13 @@ def first_frames(root: str | os.PathLike) -> dict[str, np.ndarray]:
             raise LeRobotFormatError(f"{files[0]}: the first episode's videos/{name}/... entries are missing or not numbers")
         path = root / VIDEO_PATH.format(video_key=name, chunk_index=chunk, file_index=file)
         try:
-            with av.open(str(path)) as container:
+            with _open_video(av, path) as container:
                 stream = container.streams.video[0]
                 for frame in container.decode(stream):
-                    if float(frame.pts * stream.time_base) >= start - TIME_TOLERANCE_S:
+                    if frame.pts is not None and float(frame.pts * stream.time_base) >= start - TIME_TOLERANCE_S:
                         out[name] = frame.to_ndarray(format="rgb24")
                         break
-        except (av.error.FFmpegError, OSError) as error:
+        except (av.error.FFmpegError, OSError, IndexError) as error:
             raise LeRobotFormatError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
         if name not in out:
             raise LeRobotFormatError(f"{path}: no frame at or after {start:.3f} s")
@@ -820,23 +880,29 @@ def crop_lerobot(src: str | os.PathLike, dst: str | os.PathLike,
         raise LeRobotFormatError(f"{src}: no video feature(s) {unknown}; it has {video_features(info)}")
     for name, roi in rois.items():
         height, width = size or (int(roi[3]), int(roi[2]))
-        if height % 2 or width % 2:
-            raise ValueError(f"{name}: the cropped frames would be {width}x{height}; yuv420p video needs an even "
-                             f"width and height: pick an even region or give a size")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+        if height > 4096 or width > 4096:
+            raise ValueError(f"{name}: {width}x{height} frames: at most 4096 pixels a side")
+        try:
+            check_encoder(av, codec, width, height)
+        except ValueError as error:
+            raise ValueError(f"{name}: the cropped frames: {error}; pick another region or give a size") from None
     shapes = {}
+    tmp = _staging(dst)
     try:
         for path in sorted(src.rglob("*")):
             relative = path.relative_to(src)
-            if path.is_dir() or relative.parts[0] == "videos" and relative.parts[1] in rois:
+            if relative.parts[0] == "videos" and len(relative.parts) > 1 and relative.parts[1] in rois:
                 continue
+            if path.is_dir():
+                continue
+            if not path.is_file():  # a FIFO, a device, a broken link: nothing a dataset holds
+                raise LeRobotFormatError(f"{path}: not a regular file")
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, tmp / relative)
+            shutil.copyfile(path, tmp / relative)
         for name, roi in rois.items():
             for path in sorted((src / "videos" / name).rglob("*.mp4")):
                 out = tmp / path.relative_to(src)
-                shapes[name] = _crop_video(av, path, out, roi, size, codec, crf, int(round(float(info["fps"]))))
+                shapes[name] = _crop_video(av, path, out, roi, size, codec, crf, _video_fps(info["fps"]))
             height, width = shapes[name]
             feature = info["features"][name]
             feature["shape"] = [height, width, 3]
@@ -851,13 +917,13 @@ def crop_lerobot(src: str | os.PathLike, dst: str | os.PathLike,
     return {name: [*shape, 3] for name, shape in shapes.items()}
 
 
-def _crop_video(av, path: Path, out: Path, roi, size, codec: str, crf: int, fps: int) -> tuple[int, int]:
+def _crop_video(av, path: Path, out: Path, roi, size, codec: str, crf: int, fps: Fraction) -> tuple[int, int]:
     """Re-encodes one video cropped (and resized), keeping each frame's time."""
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SVT_LOG", "1")
     options = {"g": "2", "crf": str(crf)} | ({"preset": "12"} if codec == "libsvtav1" else {})
     try:
-        with av.open(str(path)) as source, av.open(str(out), "w") as target:
+        with _open_video(av, path) as source, av.open(str(out), "w") as target:
             stream = source.streams.video[0]
             encoder = None
             for frame in source.decode(stream):
@@ -869,7 +935,7 @@ def _crop_video(av, path: Path, out: Path, roi, size, codec: str, crf: int, fps:
                     encoder = target.add_stream(codec, rate=fps, options=options)
                     encoder.height, encoder.width = image.shape[:2]
                     encoder.pix_fmt = "yuv420p"
-                    encoder.codec_context.time_base = Fraction(1, fps)
+                    encoder.codec_context.time_base = 1 / fps
                     shape = image.shape[:2]
                 cropped = av.VideoFrame.from_ndarray(image, format="rgb24")
                 cropped.pts = int(round(float(frame.pts * stream.time_base) * fps))
@@ -879,6 +945,6 @@ def _crop_video(av, path: Path, out: Path, roi, size, codec: str, crf: int, fps:
                 raise LeRobotFormatError(f"{path}: no frames")
             for packet in encoder.encode():
                 target.mux(packet)
-    except av.error.FFmpegError as error:
-        raise LeRobotFormatError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+    except (av.error.FFmpegError, IndexError) as error:
+        raise LeRobotFormatError(f"{path}: cannot re-encode it cropped ({type(error).__name__}: {error})") from None
     return shape

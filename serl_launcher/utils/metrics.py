@@ -38,7 +38,8 @@ def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]
     return out
 
 
-SECRET_NAMES = ("key", "secret", "password", "token")
+SECRET_NAMES = ("key", "secret", "password", "passwd", "token", "apikey", "api_key", "hmac", "credential",
+                "credentials")
 REDACTED = "<redacted>"
 
 
@@ -57,6 +58,8 @@ def redact_secrets(tree: Any) -> Any:
             else:
                 out[name] = redact_secrets(value)
         return out
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(redact_secrets(item) for item in tree)
     return tree
 
 
