@@ -139,6 +139,8 @@ class Learner:
         # The learner's devices (learner.devices): the agent on each, every batch split over them.
         self.mesh = learner_mesh(c.devices, config.agent.batch_size)
         self.agent = replicate(self.agent, self.mesh)
+        print(f"[learner] training on {self.mesh.devices.size} device(s): "
+              f"{', '.join(str(d) for d in self.mesh.devices.flat)}", flush=True)
         self.limiter = make_rate_limiter(config, inserts=self.online.num_inserted, steps=self.step)
         public = redact_secrets(config.to_dict())
         (self.run_dir / "config.json").write_text(json.dumps(public, indent=2, default=list) + "\n")
