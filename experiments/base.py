@@ -50,6 +50,12 @@ def base_config() -> config_dict.ConfigDict:
         # N, or "all"; the agent is replicated on each and every batch split over them
         # (agent.batch_size must divide evenly).
         "devices": "1",
+        # One learner over several processes (machines) with JAX's own runtime: start
+        # run_learner.sh once per process with the same coordinator (process 0's host:port) and
+        # num_processes and its own process_id. Process 0 keeps the data store, the transport, the
+        # files and checkpoints; the others take each batch from it and run the same update on
+        # their devices (the mesh spans every device of every process).
+        "distributed": config_dict.ConfigDict({"coordinator": "", "num_processes": 1, "process_id": 0}),
     })
     c.actor = config_dict.ConfigDict({
         "max_env_steps": 1_000_000,

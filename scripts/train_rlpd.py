@@ -48,14 +48,24 @@ def run_learner(exp, config, run_dir) -> None:
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
     from serl_launcher.transport import LearnerServer
-    from serl_launcher.utils.sharding import learner_mesh
+    from serl_launcher.utils.sharding import learner_mesh, start_distributed
 
+    try:
+        distributed = start_distributed(config.learner.distributed)  # before anything else uses JAX
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     if hasattr(exp, "make_spaces"):  # the learner needs only the spaces, not cameras or an arm
         spaces = exp.make_spaces(config)
     else:
         env = exp.make_env(config)
         spaces = env.observation_space, env.action_space
         env.close()
+    if distributed and config.learner.distributed.process_id > 0:
+        from serl_launcher.learner import follow
+
+        steps = follow(config, *spaces)
+        print(f"[learner {config.learner.distributed.process_id}] done: {steps} steps", flush=True)
+        return
     demo_paths = demo_files(config)
     actor_from = resolve_path(config.exp_name, config.agent.init_actor_from) if config.agent.init_actor_from else None
     if actor_from is not None and not (actor_from / "policy.json").is_file():
@@ -72,7 +82,8 @@ def run_learner(exp, config, run_dir) -> None:
     try:
         tcfg.check_bind()  # refuse an open port, or a rate that cannot work, before loading anything
         make_rate_limiter(config)
-        learner_mesh(config.learner.devices, config.agent.batch_size)
+        if not distributed:
+            learner_mesh(config.learner.devices, config.agent.batch_size)
         DemoReading.from_config(config)
         if not (run_dir / "buffers").is_dir():  # a resumed run's demo buffer is in its store
             check_demo_supply(config, len(demo_paths), "learner")

@@ -51,7 +51,16 @@ from serl_launcher.utils.checkpoints import (
 )
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
-from serl_launcher.utils.sharding import device_idle, learner_mesh, replicate, shard_batch
+from serl_launcher.utils.sharding import (
+    broadcast_from_first,
+    device_idle,
+    global_mesh,
+    learner_mesh,
+    local_copy,
+    replicate,
+    shard_batch,
+    shard_global_batch,
+)
 
 _STATS_QUEUE = 1000  # actor stats waiting for the training loop to write them
 
@@ -59,6 +68,27 @@ _STATS_QUEUE = 1000  # actor stats waiting for the training loop to write them
 def policy_params_numpy(agent: SACAgent) -> dict:
     """The parameters an actor needs, as nested dicts of numpy arrays (what is published)."""
     return jax.tree.map(np.asarray, agent.policy().params)
+
+
+def follow(config: config_dict.ConfigDict, observation_space, action_space) -> int:
+    """A learner process other than the first (learner.distributed): no data store, transport or
+    files; it takes the first process's agent, then each batch it broadcasts, and runs the same
+    update on its share of the devices until told to stop. Returns the steps it trained."""
+    from serl_launcher.data import ReplayBuffer
+
+    agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent)
+    mesh = global_mesh()
+    agent = replicate(broadcast_from_first(agent), mesh)
+    utd, size = config.agent.utd_ratio, config.agent.utd_ratio * config.agent.batch_size
+    shapes = ReplayBuffer(observation_space, action_space, 2, config.agent.learned_gripper)._empty_batch(size)
+    steps = 0
+    print(f"[learner {jax.process_index()}] following process 0 on {mesh.devices.size} device(s)", flush=True)
+    while True:
+        batch, step = broadcast_from_first((shapes, np.zeros((), np.int64)))
+        if not int(step):
+            return steps
+        agent, _ = agent.update_for_step(shard_global_batch(batch, mesh, utd), int(step) - 1)
+        steps += 1
 
 
 def make_rate_limiter(config: config_dict.ConfigDict, inserts: int = 0, steps: int = 0) -> SampleToInsertRatio:
@@ -137,7 +167,12 @@ class Learner:
         elif actor_from is not None:
             self.agent = warm_start(self.agent, actor_from)
         # The learner's devices (learner.devices): the agent on each, every batch split over them.
-        self.mesh = learner_mesh(c.devices, config.agent.batch_size)
+        self.distributed = jax.process_count() > 1  # learner.distributed: this is process 0 of several
+        if self.distributed:
+            self.mesh = global_mesh()
+            self.agent = broadcast_from_first(self.agent)  # the followers start from this agent
+        else:
+            self.mesh = learner_mesh(c.devices, config.agent.batch_size)
         self.agent = replicate(self.agent, self.mesh)
         print(f"[learner] training on {self.mesh.devices.size} device(s): "
               f"{', '.join(str(d) for d in self.mesh.devices.flat)}", flush=True)
@@ -158,10 +193,11 @@ class Learner:
 
     def save(self) -> None:
         """Checkpoint, buffer snapshot (which also trims the store's log) and policy export."""
-        self.checkpoints.save(self.step, self.agent, self.observation_space, self.action_space)
+        agent = local_copy(self.agent)  # this process's copy where the agent spans processes
+        self.checkpoints.save(self.step, agent, self.observation_space, self.action_space)
         fault_point("learner.checkpoint")  # the checkpoint is being written in the background
         self.store.snapshot()
-        export_policy(self.run_dir / "policy", self.agent, self.observation_space, self.action_space, self.step)
+        export_policy(self.run_dir / "policy", agent, self.observation_space, self.action_space, self.step)
         self.checkpoints.wait()
 
     # ------------------------------------------------------------------ transport callbacks
@@ -203,7 +239,8 @@ class Learner:
         self._stop.set()
 
     def _publish(self) -> None:
-        self.server.publish_params(self.step, policy_params_numpy(self.agent), env_steps=self.online.num_inserted)
+        self.server.publish_params(self.step, policy_params_numpy(local_copy(self.agent)),
+                                   env_steps=self.online.num_inserted)
 
     def _should_stop(self) -> bool:
         """A stop was asked for, or the run's evaluator saw the target reached."""
@@ -254,8 +291,11 @@ class Learner:
         out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
         utd = self.config.agent.utd_ratio
         metrics = None
-        # Batches are sampled and put on the devices (split over the mesh) a step ahead.
-        with Prefetcher(self._sample, depth=2, transform=lambda b: shard_batch(b, self.mesh, utd)) as batches:
+        # Batches are sampled and put on the devices (split over the mesh) a step ahead; over several
+        # processes they go to the others first (a collective, so on this thread, in step order).
+        transform = None if self.distributed else (lambda b: shard_batch(b, self.mesh, utd))
+        batch = None
+        with Prefetcher(self._sample, depth=2, transform=transform) as batches:
             while self.step < c.max_steps and not self._should_stop() and not out_of_time():
                 t0 = time.perf_counter()
                 self._check_health()  # every step: a learner that never waits must notice too
@@ -266,6 +306,10 @@ class Learner:
                 t1 = time.perf_counter()
                 idle = device_idle(metrics)  # the previous update is done: a wait now starves the device
                 batch = batches.get()
+                if self.distributed:
+                    # With the step (+ 1; 0 means stop): the followers' update_for_step needs it.
+                    batch, _ = broadcast_from_first((batch, np.asarray(self.step + 1, np.int64)))
+                    batch = shard_global_batch(batch, self.mesh, utd)
                 t2 = time.perf_counter()
                 self.agent, metrics = self.agent.update_for_step(batch, self.step)
                 self.step += 1
@@ -291,6 +335,8 @@ class Learner:
                     timer = dict.fromkeys(timer, 0.0) | {"since": time.perf_counter()}
                 if self.step % c.checkpoint_period == 0:
                     self.save()
+            if self.distributed:  # 0: the followers stop (any batch of the right shapes goes with it)
+                broadcast_from_first((self._sample(), np.zeros((), np.int64)))
         self._check_health()
         self._write_actor_stats()
         self.writer.write(self.step, self.replay_metrics())  # the final counts, however few steps

@@ -72,14 +72,30 @@ def build_agent(meta: dict[str, Any], seed: int = 0) -> Any:
                       spec_to_space(meta["action_space"]), config)
 
 
+def this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for files only this process writes: over several processes
+    (learner.distributed) the first one alone saves, and must not wait at barriers for the
+    others; in one process, orbax's defaults."""
+    if jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions()
+    return ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+
+
 class CheckpointManager:
     """Periodic training-state checkpoints in `directory` (one sub-folder per step)."""
 
     def __init__(self, directory: str | Path, max_to_keep: int | None = 5):
         self.directory = Path(directory).absolute()
+        # Over several processes (learner.distributed) only the first one keeps checkpoints: orbax
+        # must not wait at barriers for processes that never save.
+        several = jax.process_count() > 1
+        single = this_process_only()
+        if several:
+            self.directory.mkdir(parents=True, exist_ok=True)  # orbax will not create it then
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not several,
+                                                 multiprocessing_options=single),
         )
 
     def latest_step(self) -> int | None:
@@ -135,7 +151,7 @@ def export_policy(directory: str | Path, agent: Any, observation_space: spaces.S
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir(parents=True)
     meta = {**_meta(agent, observation_space, action_space), "format": POLICY_FORMAT, "step": step}
-    with ocp.StandardCheckpointer() as checkpointer:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as checkpointer:
         checkpointer.save(staging / "params", agent.policy().params)
     (staging / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
     if directory.exists():

@@ -73,3 +73,61 @@ def device_idle(outputs: Any) -> bool:
     device has nothing queued from it (True for None)."""
     leaves = jax.tree.leaves(outputs)
     return not leaves or all(leaf.is_ready() for leaf in leaves if hasattr(leaf, "is_ready"))
+
+
+# ----------------------------------------------------------------------------- several processes
+
+
+def start_distributed(section) -> bool:
+    """Joins JAX's own multi-process runtime when ``learner.distributed.num_processes`` > 1
+    (coordinator "host:port", this process's process_id); on CPUs the collectives go through
+    gloo. Must run before anything else touches JAX. Returns whether it is distributed."""
+    count, index, coordinator = int(section.num_processes), int(section.process_id), str(section.coordinator)
+    if count <= 1:
+        return False
+    if not coordinator or not 0 <= index < count:
+        raise ValueError(f"learner.distributed needs a coordinator host:port and 0 <= process_id < num_processes, "
+                         f"got {coordinator!r}, {index}, {count}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by the CPU backend
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=count, process_id=index)
+    return True
+
+
+def global_mesh() -> Mesh:
+    """Every device of every process, process by process (each process's batch slice is contiguous)."""
+    return make_mesh(sorted(jax.devices(), key=lambda d: (d.process_index, d.id)))
+
+
+def local_copy(tree: Any) -> Any:
+    """`tree` with each array spread over several processes replaced by this process's copy of
+    it (numpy), so that it can be saved or published; other leaves are left as they are."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return x
+
+    return jax.tree.map(local, tree)
+
+
+def broadcast_from_first(tree: Any) -> Any:
+    """Process 0's `tree` (numpy leaves) on every process; the others pass a tree of the same
+    structure and shapes. A collective: every process calls it at the same point."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(tree)
+
+
+def shard_global_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
+    """Like :func:`shard_batch` for a mesh spanning processes: every process holds the whole
+    (utd * B, ...) batch and gives its devices their slices."""
+    n_dev = mesh.devices.size
+
+    def put(x):
+        x = np.asarray(x)
+        x = x.reshape(utd_ratio, x.shape[0] // utd_ratio, *x.shape[1:])
+        if x.shape[1] % n_dev:
+            raise ValueError(f"batch size {x.shape[1]} is not divisible by {n_dev} devices")
+        sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, batch)
