@@ -34,6 +34,18 @@ def load_experiment(exp_name: str) -> ModuleType:
     return importlib.import_module(CONFIG_MAPPING[exp_name])
 
 
+def experiment_spaces(exp: ModuleType, config):
+    """(observation_space, action_space) of an experiment: its ``make_spaces`` where it has one
+    (no camera, arm or classifier opened), else those of an env it builds and closes."""
+    if hasattr(exp, "make_spaces"):
+        return exp.make_spaces(config)
+    env = exp.make_env(config)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
 def experiment_dir(exp_name: str) -> Path:
     return EXPERIMENTS_DIR / exp_name
 

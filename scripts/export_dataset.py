@@ -44,7 +44,13 @@ def main(argv: list[str]) -> None:
 
     from tqdm import tqdm
 
-    from experiments.mappings import demo_files, load_for_entry_point, resolve_path, run_dir
+    from experiments.mappings import (
+        demo_files,
+        experiment_spaces,
+        load_for_entry_point,
+        resolve_path,
+        run_dir,
+    )
     from serl_launcher.data import BufferFormatError, DemoFormatError, DemoReading
     from serl_launcher.data.episodes import gather_episodes
     from serl_launcher.data.lerobot import export_lerobot
@@ -53,12 +59,7 @@ def main(argv: list[str]) -> None:
     fps = _FPS.value or config.get("env", {}).get("control_hz")
     if not fps and _FORMAT.value == "lerobot":
         raise app.UsageError("this experiment's config has no env.control_hz: pass --fps")
-    if hasattr(exp, "make_spaces"):
-        obs_space, act_space = exp.make_spaces(config)
-    else:
-        env = exp.make_env(config)
-        obs_space, act_space = env.observation_space, env.action_space
-        env.close()
+    obs_space, act_space = experiment_spaces(exp, config)
     demos = [resolve_path(_EXP_NAME.value, p) for p in _INPUT.value]
     if not demos and not _RUN.value:
         demos = demo_files(config)

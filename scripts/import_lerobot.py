@@ -53,7 +53,12 @@ def main(argv: list[str]) -> None:
 
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
+    from experiments.mappings import (
+        experiment_dir,
+        experiment_spaces,
+        load_for_entry_point,
+        resolve_path,
+    )
     from serl_launcher.data import DemoFormatError, save_demos
     from serl_launcher.data.lerobot import (
         LeRobotFormatError,
@@ -70,12 +75,7 @@ def main(argv: list[str]) -> None:
         mapping = LeRobotMapping.from_config(config.demos.lerobot)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    if hasattr(exp, "make_spaces"):
-        obs_space, act_space = exp.make_spaces(config)
-    else:
-        env = exp.make_env(config)
-        obs_space, act_space = env.observation_space, env.action_space
-        env.close()
+    obs_space, act_space = experiment_spaces(exp, config)
     started = time.perf_counter()
     bar = tqdm(desc="video frames decoded", unit="frame")
     try:

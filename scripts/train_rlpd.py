@@ -43,7 +43,7 @@ def transport_config(config):
 
 
 def run_learner(exp, config, run_dir) -> None:
-    from experiments.mappings import demo_files, resolve_path
+    from experiments.mappings import demo_files, experiment_spaces, resolve_path
     from serl_launcher.data.demos import DemoFormatError, DemoReading, check_demo_supply
     from serl_launcher.data.store import StoreRecoveryError
     from serl_launcher.learner import Learner, make_rate_limiter
@@ -54,12 +54,7 @@ def run_learner(exp, config, run_dir) -> None:
         distributed = start_distributed(config.learner.distributed)  # before anything else uses JAX
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    if hasattr(exp, "make_spaces"):  # the learner needs only the spaces, not cameras or an arm
-        spaces = exp.make_spaces(config)
-    else:
-        env = exp.make_env(config)
-        spaces = env.observation_space, env.action_space
-        env.close()
+    spaces = experiment_spaces(exp, config)  # the learner needs only the spaces, not cameras or an arm
     if distributed and config.learner.distributed.process_id > 0:
         from serl_launcher.learner import follow
 

@@ -54,18 +54,19 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def _minibatches(x: Any, mesh: Mesh, utd_ratio: int) -> np.ndarray:
+    """A flat (utd * B, ...) array as (utd, B, ...), B divisible by the mesh's devices."""
+    x = np.asarray(x)
+    x = x.reshape(utd_ratio, x.shape[0] // utd_ratio, *x.shape[1:])
+    if x.shape[1] % mesh.devices.size:
+        raise ValueError(f"batch size {x.shape[1]} is not divisible by {mesh.devices.size} devices")
+    return x
+
+
 def shard_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
     """Splits a flat (utd * B, ...) batch into (utd, B, ...) and shards the B axis over devices."""
-    n_dev = mesh.devices.size
-
-    def put(x):
-        x = np.asarray(x)
-        x = x.reshape(utd_ratio, x.shape[0] // utd_ratio, *x.shape[1:])
-        if x.shape[1] % n_dev:
-            raise ValueError(f"batch size {x.shape[1]} is not divisible by {n_dev} devices")
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
-
-    return jax.tree.map(put, batch)
+    sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+    return jax.tree.map(lambda x: jax.device_put(_minibatches(x, mesh, utd_ratio), sharding), batch)
 
 
 def device_idle(outputs: Any) -> bool:
@@ -120,14 +121,10 @@ def broadcast_from_first(tree: Any) -> Any:
 def shard_global_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
     """Like :func:`shard_batch` for a mesh spanning processes: every process holds the whole
     (utd * B, ...) batch and gives its devices their slices."""
-    n_dev = mesh.devices.size
+    sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
 
     def put(x):
-        x = np.asarray(x)
-        x = x.reshape(utd_ratio, x.shape[0] // utd_ratio, *x.shape[1:])
-        if x.shape[1] % n_dev:
-            raise ValueError(f"batch size {x.shape[1]} is not divisible by {n_dev} devices")
-        sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+        x = _minibatches(x, mesh, utd_ratio)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, batch)
