@@ -117,7 +117,7 @@ def run_one(workload: str, devices: str, size: dict, seconds: float) -> dict:
 
     from serl_launcher.agents.sac import SACAgent
     from serl_launcher.data import Prefetcher, sample_mixed
-    from serl_launcher.utils.sharding import device_idle, learner_mesh, replicate, shard_batch
+    from serl_launcher.utils.sharding import CompletionClock, learner_mesh, replicate, shard_batch
 
     config = agent_config(workload, size)
     obs_space, act_space = spaces_for(workload, size)
@@ -134,16 +134,20 @@ def run_one(workload: str, devices: str, size: dict, seconds: float) -> dict:
         agent, metrics = agent.update_for_step(batches.get(), 10**9)
         jax.block_until_ready(metrics)
         first = time.perf_counter() - t0
-        steps, waited, t_start = 0, 0.0, time.perf_counter()
+        steps, waited, t_start, clock = 0, 0.0, time.perf_counter(), CompletionClock()
+        clock.watch(-1, metrics)
         while time.perf_counter() - t_start < seconds or steps < 3:
-            idle = device_idle(metrics)
             t1 = time.perf_counter()
             b = batches.get()
-            waited += (time.perf_counter() - t1) if idle else 0.0
+            t2 = time.perf_counter()
             agent, metrics = agent.update_for_step(b, 10**9)
+            clock.watch(steps, metrics)
+            done = clock.finished(steps - 1)  # as the learner counts it: the devices idle since then
+            waited += max(0.0, t2 - max(t1, done)) if done is not None else 0.0
             steps += 1
         jax.block_until_ready(metrics)
         wall = time.perf_counter() - t_start
+        clock.close()
     step_s = wall / steps
     result = {"workload": workload, "devices": int(mesh.devices.size), "batch": batch, "utd": utd,
               "updates_per_s": steps * utd / wall, "step_ms": 1e3 * step_s, "compile_s": max(0.0, first - step_s),

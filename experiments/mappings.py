@@ -99,7 +99,7 @@ def apply_overrides(config, overrides: list[str] | tuple[str, ...]) -> None:
             node = node[part]
         if leaf not in node:
             raise KeyError(f"--set {key}: no config key {leaf!r}")
-        if isinstance(node[leaf], str) and not isinstance(value, str):
+        if isinstance(node[leaf], str) and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = raw  # a text setting given a number (learner.devices=2) keeps the text
         node[leaf] = tuple(value) if isinstance(value, list) else value
 

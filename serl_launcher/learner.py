@@ -52,14 +52,16 @@ from serl_launcher.utils.checkpoints import (
 from serl_launcher.utils.faults import fault_point
 from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 from serl_launcher.utils.sharding import (
+    CompletionClock,
     broadcast_from_first,
-    device_idle,
     global_mesh,
     learner_mesh,
     local_copy,
     replicate,
     shard_batch,
     shard_global_batch,
+    tell_followers,
+    wait_for_first,
 )
 
 _STATS_QUEUE = 1000  # actor stats waiting for the training loop to write them
@@ -74,21 +76,40 @@ def follow(config: config_dict.ConfigDict, observation_space, action_space) -> i
     """A learner process other than the first (learner.distributed): no data store, transport or
     files; it takes the first process's agent, then each batch it broadcasts, and runs the same
     update on its share of the devices until told to stop. Returns the steps it trained."""
+    import signal
+
     from serl_launcher.data import ReplayBuffer
 
-    agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C for the group: process 0 says when to stop
+    agent_config = config.agent.copy_and_resolve_references()
+    with agent_config.unlocked():  # the weights come from process 0's agent, not from a file
+        agent_config.encoder.pretrained_path = ""
+        agent_config.encoder.allow_random_frozen = True
+    agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, agent_config)
     mesh = global_mesh()
+    word = wait_for_first(0)
+    if word != f"agent:{distributed_fingerprint(config)}":
+        raise RuntimeError(f"learner process {jax.process_index()}'s agent and batch settings differ from process 0's: "
+                           "start every learner process with the same experiment and overrides")
     agent = replicate(broadcast_from_first(agent), mesh)
     utd, size = config.agent.utd_ratio, config.agent.utd_ratio * config.agent.batch_size
     shapes = ReplayBuffer(observation_space, action_space, 2, config.agent.learned_gripper)._empty_batch(size)
-    steps = 0
+    steps, round_ = 0, 1
     print(f"[learner {jax.process_index()}] following process 0 on {mesh.devices.size} device(s)", flush=True)
-    while True:
+    while wait_for_first(round_) == "step":
+        round_ += 1
         batch, step = broadcast_from_first((shapes, np.zeros((), np.int64)))
-        if not int(step):
-            return steps
-        agent, _ = agent.update_for_step(shard_global_batch(batch, mesh, utd), int(step) - 1)
+        agent, _ = agent.update_for_step(shard_global_batch(batch, mesh, utd), int(step))
         steps += 1
+    return steps
+
+
+def distributed_fingerprint(config: config_dict.ConfigDict) -> str:
+    """What every learner process must agree on: the agent and the batch (their hash)."""
+    import hashlib
+
+    settings = {"agent": config.agent.to_dict(), "seed": config.seed}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def make_rate_limiter(config: config_dict.ConfigDict, inserts: int = 0, steps: int = 0) -> SampleToInsertRatio:
@@ -168,9 +189,12 @@ class Learner:
             self.agent = warm_start(self.agent, actor_from)
         # The learner's devices (learner.devices): the agent on each, every batch split over them.
         self.distributed = jax.process_count() > 1  # learner.distributed: this is process 0 of several
+        self._round = 0  # rounds of process 0's word to the followers (learner.distributed)
         if self.distributed:
             self.mesh = global_mesh()
+            tell_followers(0, f"agent:{distributed_fingerprint(config)}")
             self.agent = broadcast_from_first(self.agent)  # the followers start from this agent
+            self._round = 1
         else:
             self.mesh = learner_mesh(c.devices, config.agent.batch_size)
         self.agent = replicate(self.agent, self.mesh)
@@ -290,12 +314,30 @@ class Learner:
         timer = {"update_s": 0.0, "wait_s": 0.0, "data_wait_s": 0.0, "since": time.perf_counter()}
         out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
         utd = self.config.agent.utd_ratio
-        metrics = None
         # Batches are sampled and put on the devices (split over the mesh) a step ahead; over several
         # processes they go to the others first (a collective, so on this thread, in step order).
         transform = None if self.distributed else (lambda b: shard_batch(b, self.mesh, utd))
-        batch = None
-        with Prefetcher(self._sample, depth=2, transform=transform) as batches:
+        clock = CompletionClock()
+        try:
+            self._train(batches_transform=transform, clock=clock, start_time=start_time, timer=timer,
+                        out_of_time=out_of_time)
+        finally:
+            clock.close()
+            if self.distributed:  # the followers stop, however this process ends the loop
+                tell_followers(self._round, "stop")
+        self._check_health()
+        self._write_actor_stats()
+        self.writer.write(self.step, self.replay_metrics())  # the final counts, however few steps
+        self.save()
+        self._publish()
+        received = self.store.counts()[0]
+        return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": received,
+                "inserted": self.online.num_inserted, "target_reached": self._target() is not None}
+
+    def _train(self, batches_transform, clock, start_time, timer, out_of_time) -> None:
+        c = self.config.learner
+        utd = self.config.agent.utd_ratio
+        with Prefetcher(self._sample, depth=2, transform=batches_transform) as batches:
             while self.step < c.max_steps and not self._should_stop() and not out_of_time():
                 t0 = time.perf_counter()
                 self._check_health()  # every step: a learner that never waits must notice too
@@ -304,19 +346,24 @@ class Learner:
                 if not self._wait(self.limiter.can_sample):
                     break
                 t1 = time.perf_counter()
-                idle = device_idle(metrics)  # the previous update is done: a wait now starves the device
                 batch = batches.get()
-                if self.distributed:
-                    # With the step (+ 1; 0 means stop): the followers' update_for_step needs it.
-                    batch, _ = broadcast_from_first((batch, np.asarray(self.step + 1, np.int64)))
-                    batch = shard_global_batch(batch, self.mesh, utd)
                 t2 = time.perf_counter()
+                if self.distributed:
+                    tell_followers(self._round, "step")
+                    self._round += 1
+                    # With the step: the followers' update_for_step needs it (critic warm-up).
+                    batch, _ = broadcast_from_first((batch, np.asarray(self.step, np.int64)))
+                    batch = shard_global_batch(batch, self.mesh, utd)
                 self.agent, metrics = self.agent.update_for_step(batch, self.step)
+                clock.watch(self.step, metrics)
+                # The wait for this batch counts from when the previous update was done (the
+                # devices idle since); while it still ran, waiting cost nothing.
+                done = clock.finished(self.step - 1) if self.step > 0 else t1
                 self.step += 1
                 self.limiter.stepped()
                 self.server.notify_credit()
                 timer["wait_s"] += t1 - t0
-                timer["data_wait_s"] += (t2 - t1) if idle else 0.0
+                timer["data_wait_s"] += max(0.0, t2 - max(t1, done)) if done is not None else 0.0
                 timer["update_s"] += time.perf_counter() - t2
                 if self.step % c.steps_per_publish == 0:
                     self._publish()
@@ -335,16 +382,6 @@ class Learner:
                     timer = dict.fromkeys(timer, 0.0) | {"since": time.perf_counter()}
                 if self.step % c.checkpoint_period == 0:
                     self.save()
-            if self.distributed:  # 0: the followers stop (any batch of the right shapes goes with it)
-                broadcast_from_first((self._sample(), np.zeros((), np.int64)))
-        self._check_health()
-        self._write_actor_stats()
-        self.writer.write(self.step, self.replay_metrics())  # the final counts, however few steps
-        self.save()
-        self._publish()
-        received = self.store.counts()[0]
-        return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": received,
-                "inserted": self.online.num_inserted, "target_reached": self._target() is not None}
 
     def close(self) -> None:
         self.server.close()

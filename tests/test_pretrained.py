@@ -111,6 +111,14 @@ def test_lerobot_safetensors_converts_and_keeps_the_convolutions_meaning(tmp_pat
     np.testing.assert_allclose(np.asarray(ours).transpose(2, 0, 1), expected, rtol=1e-4, atol=1e-4)
 
 
+def convert_fails_cleanly(path) -> bool:
+    try:
+        convert(path)
+    except WeightsFormatError:
+        return True
+    return False
+
+
 class Hostile:
     def __reduce__(self):
         return (subprocess.call, (["touch", "/tmp/pwned-by-pickle"],))
@@ -121,6 +129,18 @@ def test_foreign_and_hostile_weight_files_are_refused(tmp_path, weights):
     bad.write_bytes(pickle.dumps({"conv_init": Hostile()}))
     with pytest.raises(WeightsFormatError, match="wants subprocess.call.*refusing to load it"):
         convert(bad)
+    from collections import OrderedDict
+
+    for hostile in (np.array([1, "x"], dtype=object),  # object arrays hold pointers: never built
+                    OrderedDict([("conv_init", np.zeros(2, np.float32))])):
+        (tmp_path / "objects.pkl").write_bytes(pickle.dumps({"conv_init": {"kernel": hostile}}))
+        if hostile.__class__ is OrderedDict:
+            assert convert_fails_cleanly(tmp_path / "objects.pkl")  # a dict of arrays is fine, the layout is not
+        else:
+            with pytest.raises(WeightsFormatError, match="dtype .*weights are numbers only"):
+                convert(tmp_path / "objects.pkl")
+    (tmp_path / "p5.pkl").write_bytes(pickle.dumps(hil_serl_tree(weights).unfreeze(), protocol=5))
+    np.testing.assert_array_equal(convert(tmp_path / "p5.pkl")["stem/kernel"], weights["stem/kernel"])
     tree = hil_serl_tree(weights).unfreeze()
     del tree["ResNetBlock_3"]["conv_proj"]
     (tmp_path / "short.pkl").write_bytes(pickle.dumps(tree))

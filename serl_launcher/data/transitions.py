@@ -46,9 +46,10 @@ def _array(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype) -> An
     elif arr.dtype != dtype:
         # Integer data (uint8 images) must match exactly: a float image cast to uint8 is garbage.
         raise ValueError(f"{name}: dtype {arr.dtype}, expected {dtype}")
+    narrowing = kind == "f" and arr.dtype.kind == "f" and arr.dtype.itemsize > dtype.itemsize
     with np.errstate(over="ignore"):
         arr = arr.astype(dtype, copy=False)
-    if kind == "f" and not np.isfinite(arr).all():  # e.g. float64 1e39 is finite, float32 inf
+    if narrowing and not np.isfinite(arr).all():  # e.g. float64 1e39 is finite, float32 inf
         raise ValueError(f"{name}: contains values beyond {dtype}'s range")
     return arr[()] if arr.ndim == 0 else arr
 

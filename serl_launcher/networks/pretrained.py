@@ -62,10 +62,16 @@ class _ArraysOnly(pickle.Unpickler):
     FrozenDicts and OrderedDicts (as dicts). Any other global is refused before it is imported."""
 
     def find_class(self, module: str, name: str):
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-            return getattr(np._core.multiarray if hasattr(np, "_core") else np.core.multiarray, name)
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            return _reconstruct
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
+            return _scalar
+        if module == "numpy" and name == "ndarray":
+            return _NDARRAY
+        if module == "numpy" and name == "dtype":
+            return _dtype
+        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
+            return _frombuffer  # numpy arrays pickled with protocol 5
         if module == "jax._src.array" and name == "_reconstruct_array":
             return _jax_array_as_numpy
         if (module, name) in (("flax.core.frozen_dict", "FrozenDict"), ("collections", "OrderedDict")):
@@ -74,16 +80,61 @@ class _ArraysOnly(pickle.Unpickler):
                                  f"load it (it could run code)")
 
 
+_NDARRAY = object()  # what the pickle gets for numpy.ndarray: usable only as _reconstruct's first argument
+_NUMPY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+
+
+def _plain(dtype: np.dtype) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind not in "biuf":
+        raise WeightsFormatError(f"an array of dtype {dtype!r} in the pickle: weights are numbers only")
+    return dtype
+
+
+def _dtype(*args):
+    return _plain(np.dtype(*args))
+
+
+def _reconstruct(cls, shape, typecode):
+    """numpy's array reconstruction for plain ndarrays only (the state is checked by _Array)."""
+    if cls is not _NDARRAY:
+        raise WeightsFormatError("the pickle rebuilds an array of another class than numpy.ndarray")
+    return _Array(_NUMPY._reconstruct(np.ndarray, shape, typecode))
+
+
+class _Array:
+    """An array being unpickled: BUILD sets its state, which must be a numeric dtype."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise WeightsFormatError("an array state in the pickle is not numpy's")
+        _plain(state[2])
+        self.array.__setstate__(state)
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    return np.frombuffer(buffer, dtype=_plain(np.dtype(dtype))).reshape(shape, order="F" if order == "F" else "C")
+
+
+def _scalar(dtype, data):
+    return _NUMPY.scalar(_plain(dtype), data)
+
+
 def _jax_array_as_numpy(fun, args, arr_state, aval_state):
     """What jax's own reconstruction does, without putting the array on a device."""
-    if fun is not np.ndarray and getattr(fun, "__name__", "") != "_reconstruct":
-        raise WeightsFormatError(f"a jax array in the pickle is rebuilt by {fun!r}, not numpy")
+    if fun is not _reconstruct:
+        raise WeightsFormatError("a jax array in the pickle is rebuilt by something other than numpy")
     array = fun(*args)
     array.__setstate__(arr_state)
-    return np.asarray(array)
+    return array.array
 
 
 def _as_dict(*args, **kwargs):
+    """A FrozenDict / OrderedDict as a plain dict; from a mapping or (key, value) pairs only."""
+    if len(args) > 1 or (args and not isinstance(args[0], (Mapping, list, tuple))):
+        raise WeightsFormatError("a dict in the pickle is built from something other than a dict")
     return dict(*args, **kwargs)
 
 
@@ -95,11 +146,21 @@ def read_hil_serl_pickle(path: str | Path) -> dict[str, Any]:
         raise WeightsFormatError(f"{path}: {error}") from None
     except Exception as error:  # noqa: BLE001 - a truncated or foreign pickle raises many kinds
         raise WeightsFormatError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+    tree = _unwrap(tree)
     if isinstance(tree, Mapping) and "params" in tree and "conv_init" not in tree:
         tree = tree["params"]
     if not isinstance(tree, Mapping):
         raise WeightsFormatError(f"{path}: the pickle holds a {type(tree).__name__}, not a parameter dict")
     return dict(tree)
+
+
+def _unwrap(tree: Any) -> Any:
+    """Arrays still in their unpickling wrapper (a bare array at the top) become numpy arrays."""
+    if isinstance(tree, _Array):
+        return tree.array
+    if isinstance(tree, Mapping):
+        return {k: _unwrap(v) for k, v in tree.items()}
+    return tree
 
 
 def from_hil_serl(tree: Mapping[str, Any], source: str = "the pickle") -> dict[str, np.ndarray]:

@@ -68,6 +68,10 @@ def build_agent(meta: dict[str, Any], seed: int = 0) -> Any:
     """A freshly initialised agent with the architecture a checkpoint's meta describes."""
     cls, default_config = _agent_classes()[meta["agent"]]
     config = config_from_dict(default_config(), meta["config"])
+    if "encoder" in config:  # the backbone's weights come from the checkpoint, not from a file
+        with config.unlocked():
+            config.encoder.pretrained_path = ""
+            config.encoder.allow_random_frozen = True
     return cls.create(jax.random.PRNGKey(seed), spec_to_space(meta["observation_space"]),
                       spec_to_space(meta["action_space"]), config)
 
@@ -209,6 +213,6 @@ def load_policy(directory: str | Path) -> tuple[Any, dict[str, Any]]:
         raise ValueError(f"{meta_path}: policy format {meta.get('format')!r}, this code reads {POLICY_FORMAT}")
     policy = build_agent(meta).policy()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, policy.params)
-    with ocp.StandardCheckpointer() as checkpointer:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_only()) as checkpointer:
         params = checkpointer.restore(directory / "params", abstract)
     return policy.replace(params=params), meta

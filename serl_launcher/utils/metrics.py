@@ -7,10 +7,8 @@ checked for NaN/Inf first: a non-finite value stops the run with the step and th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +36,8 @@ def to_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]
     return out
 
 
-SECRET_NAMES = ("key", "secret", "password", "passwd", "token", "apikey", "api_key", "hmac", "credential",
-                "credentials")
+SECRET_NAMES = ("key", "secret", "password", "passwd", "passphrase", "token", "apikey", "api_key", "hmac",
+                "credential", "credentials")
 REDACTED = "<redacted>"
 
 
@@ -59,7 +57,8 @@ def redact_secrets(tree: Any) -> Any:
                 out[name] = redact_secrets(value)
         return out
     if isinstance(tree, (list, tuple)):
-        return type(tree)(redact_secrets(item) for item in tree)
+        items = [redact_secrets(item) for item in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
     return tree
 
 
@@ -111,10 +110,10 @@ class MetricsWriter:
         """The writer of one process (`role`: learner, actor-<id>, evaluator ...) of the run in
         `run_dir`, with the sinks of ``config.logging``:
 
-        - ``logging.wandb.project`` set: a wandb run per process, grouped by the run folder's
-          name (``<run>-<role>``, id ``<exp>-<run>-<role>``, so a resumed process continues its
-          own), files in ``<run folder>/wandb``; ``mode`` online, offline (``wandb sync`` later)
-          or disabled. The config goes with it (secrets redacted), never the command line.
+        - ``logging.wandb.project`` set: a wandb run per process start (``<run>-<role>``; a
+          restarted process starts a new one), grouped by the run folder's name, files in
+          ``<run folder>/wandb``; ``mode`` online, offline (``wandb sync`` later) or disabled.
+          The config goes with it (secrets redacted), never the command line.
         - ``logging.tensorboard`` set: event files in ``<run folder>/<it>/<role>`` for a relative
           folder, ``<it>/<exp>/<run>/<role>`` for an absolute one (``tensorboard --logdir``).
 
@@ -131,8 +130,7 @@ class MetricsWriter:
                 raise ValueError(f"logging.wandb.mode is online, offline or disabled, not {w.get('mode')!r}")
             wandb_settings = {"project": w["project"], "entity": w.get("entity") or None,
                               "mode": w.get("mode", "online"), "dir": str(run_dir),
-                              "name": f"{run_dir.name}-{role}", "group": run_dir.name, "job_type": role,
-                              "id": _wandb_id(f"{exp}-{run_dir.name}-{role}")}
+                              "name": f"{run_dir.name}-{role}", "group": run_dir.name, "job_type": role}
         if sinks.get("tensorboard"):
             base = Path(str(sinks["tensorboard"])).expanduser()
             tensorboard_dir = (base / exp / run_dir.name / role) if base.is_absolute() else run_dir / base / role
@@ -174,19 +172,13 @@ class MetricsWriter:
         self.close()
 
 
-def _wandb_id(text: str) -> str:
-    """wandb run ids allow letters, digits, - and _ (at most 64 characters)."""
-    clean = re.sub(r"[^A-Za-z0-9_-]", "-", text)
-    return clean if len(clean) <= 64 else clean[:47] + "-" + hashlib.sha1(clean.encode()).hexdigest()[:16]
-
-
 def _open_wandb(settings: Mapping[str, Any], config: Mapping[str, Any] | None):
     try:
         import wandb
     except ImportError:
         raise ImportError("logging.wandb needs wandb: pip install -e '.[monitoring]'") from None
     try:
-        return wandb.init(**settings, config=dict(config or {}), resume="allow", reinit="create_new",
+        return wandb.init(**settings, config=dict(config or {}), reinit="create_new",
                           settings=wandb.Settings(x_disable_meta=True, save_code=False, console="off",
                                                   silent=True, disable_git=True))
     except wandb.errors.Error as error:

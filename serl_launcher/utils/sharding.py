@@ -69,13 +69,6 @@ def shard_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
     return jax.tree.map(lambda x: jax.device_put(_minibatches(x, mesh, utd_ratio), sharding), batch)
 
 
-def device_idle(outputs: Any) -> bool:
-    """Whether the computation that produces `outputs` (jax arrays) has finished, i.e. the
-    device has nothing queued from it (True for None)."""
-    leaves = jax.tree.leaves(outputs)
-    return not leaves or all(leaf.is_ready() for leaf in leaves if hasattr(leaf, "is_ready"))
-
-
 # ----------------------------------------------------------------------------- several processes
 
 
@@ -128,3 +121,66 @@ def shard_global_batch(batch: Any, mesh: Mesh, utd_ratio: int) -> Any:
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, batch)
+
+
+ROUND_TIMEOUT_MS = 7 * 24 * 3600 * 1000  # a follower waits for process 0 as long as a run may last
+
+
+def _coordination():
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("jax.distributed is not initialised (learner.distributed)")
+    return client
+
+
+def tell_followers(round_: int, message: str) -> None:
+    """Process 0's word for round `round_` ("agent:<hash>", "step" or "stop"), through the
+    coordination service: followers wait there, never inside a collective, so process 0 may take
+    as long as it needs (loading demos, waiting for actors) before the next broadcast."""
+    _coordination().key_value_set(f"serl/learner/round/{round_}", message)
+
+
+def wait_for_first(round_: int) -> str:
+    return _coordination().blocking_key_value_get(f"serl/learner/round/{round_}", ROUND_TIMEOUT_MS)
+
+
+class CompletionClock:
+    """When each update's outputs became ready, recorded by a thread that waits on them, so the
+    learner can tell time it waited for a batch with the devices idle from time they were busy."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue()
+        self._done: dict[int, float] = {}
+        self._thread = threading.Thread(target=self._run, name="completion-clock", daemon=True)
+        self._thread.start()
+
+    def watch(self, index: int, outputs: Any) -> None:
+        self._queue.put((index, outputs))
+
+    def finished(self, index: int) -> float | None:
+        """perf_counter time at which update `index` was done (None: not yet, or not watched)."""
+        return self._done.get(index)
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            index, outputs = item
+            try:
+                jax.block_until_ready(outputs)
+            except Exception:  # noqa: BLE001 - the training loop sees the same failure itself
+                pass
+            self._done[index] = time.perf_counter()
+            self._done.pop(index - 8, None)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
