@@ -310,17 +310,9 @@ class Learner:
               f"{self.config.transport.data_port}/{self.config.transport.param_port}; "
               f"waiting for {c.training_starts} transitions", flush=True)
         self._wait(lambda: self.limiter.can_sample() and len(self.online) > 0)
-        start_time = time.monotonic()
-        timer = {"update_s": 0.0, "wait_s": 0.0, "data_wait_s": 0.0, "since": time.perf_counter()}
-        out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
-        utd = self.config.agent.utd_ratio
-        # Batches are sampled and put on the devices (split over the mesh) a step ahead; over several
-        # processes they go to the others first (a collective, so on this thread, in step order).
-        transform = None if self.distributed else (lambda b: shard_batch(b, self.mesh, utd))
         clock = CompletionClock()
         try:
-            self._train(batches_transform=transform, clock=clock, start_time=start_time, timer=timer,
-                        out_of_time=out_of_time)
+            self._train(clock)
         finally:
             clock.close()
             if self.distributed:  # the followers stop, however this process ends the loop
@@ -334,10 +326,17 @@ class Learner:
         return {"step": self.step, "online": len(self.online), "demo": len(self.demo), "received": received,
                 "inserted": self.online.num_inserted, "target_reached": self._target() is not None}
 
-    def _train(self, batches_transform, clock, start_time, timer, out_of_time) -> None:
+    def _train(self, clock: CompletionClock) -> None:
+        """The training loop of :meth:`run`: until max_steps, a stop, or learner.max_seconds."""
         c = self.config.learner
         utd = self.config.agent.utd_ratio
-        with Prefetcher(self._sample, depth=2, transform=batches_transform) as batches:
+        start_time = time.monotonic()
+        timer = {"update_s": 0.0, "wait_s": 0.0, "data_wait_s": 0.0, "since": time.perf_counter()}
+        out_of_time = lambda: c.max_seconds > 0 and time.monotonic() - start_time > c.max_seconds  # noqa: E731
+        # Batches are sampled and put on the devices (split over the mesh) a step ahead; over several
+        # processes they go to the others first (a collective, so on this thread, in step order).
+        transform = None if self.distributed else (lambda b: shard_batch(b, self.mesh, utd))
+        with Prefetcher(self._sample, depth=2, transform=transform) as batches:
             while self.step < c.max_steps and not self._should_stop() and not out_of_time():
                 t0 = time.perf_counter()
                 self._check_health()  # every step: a learner that never waits must notice too
