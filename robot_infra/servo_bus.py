@@ -42,6 +42,7 @@ except ImportError:  # not POSIX
 
 TICKS_PER_TURN = 4096
 MAX_ID = 0xFC  # 252; 253 and 254 (broadcast) are reserved on both buses
+EMULATOR_PACKETS_KEPT = 100_000  # instruction packets a bus emulator keeps for inspection (it may run for hours)
 
 PERMISSION_HINT = ("On Linux the serial port needs permission: add yourself to the 'dialout' group "
                    "(sudo usermod -aG dialout $USER, then log in again).")

@@ -170,7 +170,7 @@ def test_limits_are_checked_before_anything_is_written(emulator):
                 arm.write_goal_positions(goal)
         with pytest.raises(PositionLimitError, match=r"'pan' .*; 'elbow'"):  # every bad joint
             arm.write_goal_positions([4.0, 0.0, -1.5])
-        assert emulator.received == packets_before  # not one byte reached the bus
+        assert list(emulator.received) == packets_before  # not one byte reached the bus
         assert [emulator.get(i, "goal_position") for i in (1, 2, 3)] == [2048] * 3
         with pytest.raises(ValueError, match="expected 3 goal angles"):
             arm.write_goal_positions(np.zeros(4))

@@ -14,7 +14,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from services import start_service
 
+from experiments.launch import stop
 from robot_infra.robot_server import (
     DEFAULT_IMPEDANCE,
     MotionLimits,
@@ -221,22 +223,13 @@ def test_client_errors_are_not_retried(server):
     assert error.value.status == 404 and server.url in str(error.value)
 
 
-def test_entry_point_serves_in_a_subprocess(subprocess_env):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0",
-         "--exp_name", "real_arm_template"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env,
-    )
+def test_entry_point_serves_in_a_subprocess(subprocess_env, tmp_path):
+    processes = []
     try:
-        lines: list[str] = []  # warnings may come first; read until the address, with a deadline
-        reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 60
-        while not any("listening on http://127.0.0.1:" in x for x in lines) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        line = next((x for x in lines if "listening on http://127.0.0.1:" in x), None)
-        assert line is not None, "".join(lines)[-2000:]
-        url = line.strip().rsplit(" ", 1)[-1]
+        line = start_service([sys.executable, "-m", "robot_infra.robot_server", "--backend", "mujoco", "--port", "0",
+                              "--exp_name", "real_arm_template"],
+                             "listening on http://127.0.0.1:", tmp_path / "server.log", subprocess_env, processes)
+        url = line.rsplit(" ", 1)[-1]
         health = RobotClient(url, timeout=5.0, retries=0).health()
         assert health["ok"] and health["backend"] == "mujoco"
         from experiments.real_arm_template.config import get_config
@@ -245,8 +238,7 @@ def test_entry_point_serves_in_a_subprocess(subprocess_env):
         assert health["limits"]["workspace_low"] == list(env.workspace_low)
         assert health["limits"]["workspace_high"] == list(env.workspace_high)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(processes, timeout=10)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("franky") is not None, reason="franky is installed here")

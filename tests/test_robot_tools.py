@@ -272,3 +272,31 @@ def test_check_cameras_from_a_config_file(video, tmp_path, capsys):
     with pytest.raises(SystemExit):
         check_cameras.main(["--config", f"{config}:env.lights"])
     assert "has no field 'env.lights'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arm", ["so101", "koch"])
+def test_emulate_arm_serves_the_arms_bus_in_a_process_until_sigterm(python, subprocess_env, tmp_path, arm):
+    from services import start_service
+
+    from robot_infra.calibration import ARMS, make_arm, uncalibrated_motors
+
+    processes: list[subprocess.Popen] = []
+    try:
+        line = start_service([python, "-m", "robot_infra.tools.emulate_arm", f"--arm={arm}"],
+                             f"emulated {arm} bus ({ARMS[arm].bus}) on /dev/", tmp_path / "bus.log",
+                             subprocess_env, processes)
+        driver = make_arm(ARMS[arm].bus, line.rsplit(" ", 1)[-1], uncalibrated_motors(ARMS[arm].motors)).open()
+        try:  # every servo of the arm answers, reads and writes its memory
+            for motor_id in ARMS[arm].motors.values():
+                driver.ping(motor_id)
+            assert not driver.torque_enabled().any()  # as after power-on
+            driver.set_torque(True)
+            assert driver.torque_enabled().all()
+        finally:
+            driver.close()
+        processes[0].terminate()
+        assert processes[0].wait(timeout=10) == 0
+        assert "emulated bus closed" in (tmp_path / "bus.log").read_text()
+    finally:
+        for process in processes:
+            process.kill()

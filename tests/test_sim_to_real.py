@@ -1,25 +1,25 @@
 """Sim to real on the SO-101: a run of the simulated task (its checkpoint and its demos) continued
 by ``so101_real``'s learner and actor, as processes through the run scripts, against the robot
-server driving an SO-101 follower on the emulated Feetech bus (the real arm's backend code: IK,
-calibration, servo writes), with cameras read from a video file."""
+server (``python -m robot_infra.robot_server``) driving an SO-101 follower on an emulated Feetech
+bus in a process of its own (``python -m robot_infra.tools.emulate_arm``; the real arm's backend
+code: IK, calibration, servo writes), with cameras read from a video file."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import cv2
 import jax
 import numpy as np
 import pytest
+from services import start_service
 from test_followers import write_calibration
 
 import sim_envs  # noqa: F401
 from experiments.launch import SMOKE_SETTINGS, role_args, start_role, stop
 from experiments.mappings import apply_overrides, load_experiment
-from robot_infra.calibration import ARMS
-from robot_infra.feetech.emulator import FeetechEmulator
-from robot_infra.robot_server import MotionLimits, RobotServer, make_backend
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.classifier import build_model, save_classifier
 from serl_launcher.data import save_demos
@@ -28,20 +28,6 @@ from serl_launcher.utils.rollouts import make_transition
 from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
 SIM, REAL = "so101_pick_cube_sim_vision", "so101_real"
-
-
-@pytest.fixture(autouse=True)
-def short_garbage_collections():
-    """The emulated servos answer from a thread of this pytest process, within the bus's ~34 ms
-    reply timeout. Late in the suite the process holds everything earlier tests left, and one
-    full garbage collection of it (the GIL held throughout) outlasts that timeout: the follower
-    then faults. Frozen, those objects are no longer scanned (a real arm is separate hardware)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
 SMALL = [*SMOKE_SETTINGS, "learner.training_starts=40", "learner.checkpoint_period=20"]
 
 
@@ -107,17 +93,33 @@ def test_a_sim_run_continues_on_the_so101_through_the_run_scripts(tmp_path, subp
         writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
     writer.release()
 
+    # The arm's bus and the robot server run as processes of their own, as on a real set-up (a bus
+    # is hardware: its replies do not wait on this process's threads or garbage collections).
+    services = []
+    try:
+        bus = start_service([sys.executable, "-m", "robot_infra.tools.emulate_arm", "--arm=so101"],
+                            "emulated so101 bus", tmp_path / "bus.log", subprocess_env, services)
+        port = bus.rsplit(" ", 1)[-1]
+        calibration = tmp_path / "follower.json"
+        write_calibration(calibration, "so101", port)
+        served = start_service(
+            [sys.executable, "-m", "robot_infra.robot_server", "--backend=so101", f"--serial_port={port}",
+             f"--calibration={calibration}", f"--exp_name={REAL}", "--port=0", "--bus_timeout_ms=250"],
+            "listening on http://", tmp_path / "server.log", subprocess_env, services)
+        server_url = served.rsplit(" ", 1)[-1]
+        run_real(tmp_path, video, server_url, subprocess_env, sim_config)
+    finally:
+        stop(services, timeout=30)
+
+
+def run_real(tmp_path, video: str, server_url: str, subprocess_env, sim_config) -> None:
+    """so101_real's learner and actor from the sim run, until the learner has trained; then checks
+    what they left: the sim checkpoint and demos carried over, transitions from the arm."""
     real_config = load_experiment(REAL).get_config()
-    emulator = FeetechEmulator(list(ARMS["so101"].motors.values()))
-    calibration = tmp_path / "follower.json"
-    write_calibration(calibration, "so101", emulator.port)
-    backend = make_backend("so101", port=emulator.port, calibration=str(calibration))
-    box = MotionLimits(real_config.env.workspace_low, real_config.env.workspace_high)
-    server = RobotServer(backend, port=0, limits=box).start()
     run = tmp_path / "real_run"
     settings = [
         *SMALL, f"agent.init_from={tmp_path / 'sim' / 'run'}", f"demos.paths=('{tmp_path / 'sim' / 'demos'}',)",
-        f"classifier.checkpoint={tmp_path / 'classifier'}", f"env.server_url={server.url}",
+        f"classifier.checkpoint={tmp_path / 'classifier'}", f"env.server_url={server_url}",
         f"cameras.front.source={video}", f"cameras.wrist.source={video}", "cameras.front.loop=True",
         "cameras.wrist.loop=True", "actor.intervention.device=none", "env.control_hz=20.0",
         "env.max_episode_steps=30", "env.gripper_sleep=0.0", "env.joint_reset_period=1",
@@ -142,9 +144,6 @@ def test_a_sim_run_continues_on_the_so101_through_the_run_scripts(tmp_path, subp
             time.sleep(0.5)
     finally:
         stop([actor, learner])
-        server.stop()
-        backend.close()
-        emulator.close()
     learner_log = (tmp_path / "learner.log").read_text()
     assert f"[continue] the whole agent from {tmp_path / 'sim' / 'run'} (step 500)" in learner_log
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]

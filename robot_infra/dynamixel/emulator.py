@@ -23,6 +23,7 @@ every reply, ``"no_reply"`` stays silent (the driver times out); either for all 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import select
@@ -39,6 +40,7 @@ from robot_infra.dynamixel.protocol import (
     StatusError,
     encode_status,
 )
+from robot_infra.servo_bus import EMULATOR_PACKETS_KEPT
 
 # X-series control table (XM430 / XL430 / XL330 share these addresses): name -> (address, size).
 CONTROL_TABLE: dict[str, tuple[int, int]] = {
@@ -170,7 +172,8 @@ class DynamixelEmulator:
         self._lock = threading.Lock()
         self._fault: str | None = None
         self._fault_ids: frozenset[int] | None = None
-        self.received: list[Packet] = []  # every instruction packet, in order
+        # The latest instruction packets, in order.
+        self.received: collections.deque[Packet] = collections.deque(maxlen=EMULATOR_PACKETS_KEPT)
         self._last_time = time.monotonic()
         self._master, self._slave = os.openpty()
         # Raw mode: no echo, no line editing, no CR/LF translation; pyserial sets it again on open.

@@ -31,6 +31,7 @@ servo fault (overload, overheat ...) is :attr:`EmulatedServo.status_flags`, set 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -42,6 +43,7 @@ from collections.abc import Iterable, Sequence
 
 from robot_infra.feetech import protocol
 from robot_infra.feetech.protocol import ErrorFlag, Instruction
+from robot_infra.servo_bus import EMULATOR_PACKETS_KEPT
 
 FAULTS = ("corrupt_checksum", "no_reply")
 _GOAL = protocol.CONTROL_TABLE["goal_position"]
@@ -134,7 +136,8 @@ class FeetechEmulator:
                 raise ValueError(f"servo ids must be distinct and in 0..{protocol.MAX_ID}, got "
                                  f"{servo.motor_id}")
             self.servos[servo.motor_id] = servo
-        self.received: list[protocol.Packet] = []  # every instruction packet, in order
+        # The latest instruction packets, in order.
+        self.received: collections.deque[protocol.Packet] = collections.deque(maxlen=EMULATOR_PACKETS_KEPT)
         self._lock = threading.Lock()
         self._fault: tuple[str, frozenset[int] | None] | None = None
         self._clock = time.monotonic()

@@ -52,6 +52,9 @@ flags.DEFINE_integer("seed", 0, "mujoco: seed for the cube's position on a scene
 flags.DEFINE_string("serial_port", "", "so101 / so100 / koch: the follower's serial device.")
 flags.DEFINE_string("calibration", "", "so101 / so100 / koch: its calibration file (robot_infra.tools.calibrate_arm).")
 flags.DEFINE_float("control_hz", 30.0, "so101 / so100 / koch: control-loop rate (read, IK, write).")
+flags.DEFINE_float("bus_timeout_ms", 0.0, "so101 / so100 / koch: how long to wait for the servos' reply "
+                   "(0: the servo SDK's own, about 34 ms at 1 Mbaud); raise it for a slow USB adapter.")
+flags.register_validator("bus_timeout_ms", lambda ms: ms >= 0, "--bus_timeout_ms must be 0 or more")
 
 
 def main(argv: list[str]) -> None:
@@ -72,7 +75,7 @@ def main(argv: list[str]) -> None:
 
         try:
             backend = make_backend(FLAGS.backend, port=FLAGS.serial_port, calibration=FLAGS.calibration,
-                                   control_hz=FLAGS.control_hz)
+                                   control_hz=FLAGS.control_hz, timeout_ms=FLAGS.bus_timeout_ms or None)
         except (CalibrationError, ServoBusError, ValueError) as error:
             raise app.UsageError(str(error)) from None
     try:

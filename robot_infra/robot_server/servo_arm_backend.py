@@ -413,11 +413,13 @@ def _rotvec_between(quat0_xyzw: np.ndarray, quat1_xyzw: np.ndarray) -> np.ndarra
     return relative[1:] / norm * angle
 
 
-def make_follower(kind: str, port: str, calibration: str, **kwargs: Any) -> ServoArmBackend:
+def make_follower(kind: str, port: str, calibration: str, timeout_ms: float | None = None,
+                  **kwargs: Any) -> ServoArmBackend:
     """The follower backend of arm `kind` ("so101", "so100": Feetech; "koch": Dynamixel) on serial
     `port`, driven with the calibration file at `calibration` (refused without a valid one:
     :class:`~robot_infra.calibration.CalibrationError` names the command that makes it).
-    Other keyword arguments go to :class:`ServoArmBackend`."""
+    `timeout_ms`: the bus's reply timeout (None: the SDK's own). Other keyword arguments go to
+    :class:`ServoArmBackend`."""
     from robot_infra.calibration import (
         ARMS,
         CalibrationError,
@@ -437,7 +439,7 @@ def make_follower(kind: str, port: str, calibration: str, **kwargs: Any) -> Serv
     spec = ARMS[kind]
     calib = load_calibration(calibration, spec.motors, arm=kind, port=port)
     kinematics = arm_kinematics(kind)
-    arm = open_calibrated_arm(spec.bus, port, calibration, spec.motors, arm=kind)
+    arm = open_calibrated_arm(spec.bus, port, calibration, spec.motors, arm=kind, timeout_ms=timeout_ms)
     try:
         return ServoArmBackend(
             arm, kinematics, gripper_open=calib.gripper_angle(0.0), gripper_closed=calib.gripper_angle(1.0),
