@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.mappings import experiment_dir
+from experiments.mappings import experiment_dir, experiment_ref
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 # Tiny sizes for smoke runs: a few hundred learner steps with small networks.
 SMOKE_SETTINGS = (
@@ -41,9 +43,11 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_role(exp_name: str, role: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Runs experiments/<exp>/run_<role>.sh with `args`, output to `log`."""
-    return subprocess.Popen(["bash", str(experiment_dir(exp_name) / f"run_{role}.sh"), *args], env=env,
-                            stdout=Path(log).open("w"), stderr=subprocess.STDOUT)
+    """Runs the experiment's own run_<role>.sh with `args` (output to `log`); an experiment
+    without one (a user's file outside the project) runs through scripts/run_<role>.sh."""
+    own = experiment_dir(exp_name) / f"run_{role}.sh"
+    command = [str(own)] if own.is_file() else [str(SCRIPTS / f"run_{role}.sh"), experiment_ref(exp_name)]
+    return subprocess.Popen(["bash", *command, *args], env=env, stdout=Path(log).open("w"), stderr=subprocess.STDOUT)
 
 
 def stop(processes: list[subprocess.Popen], timeout: float = 120) -> None:
@@ -69,14 +73,13 @@ def prepare_classifier(exp_name: str, folder: Path, env: dict[str, str], seed: i
     classifier into `folder` (record_success_fail.py, train_classifier.py, as a user runs them).
     Returns the checkpoint folder; pass ``classifier.checkpoint=<it>`` to the roles."""
     frames, checkpoint = Path(folder) / "classifier_frames.npz", Path(folder) / "classifier"
-    scripts = Path(__file__).resolve().parent.parent / "scripts"
     sets = [a for s in settings for a in ("--set", s)]
     if not frames.is_file():
-        subprocess.run([sys.executable, str(scripts / "record_success_fail.py"), "--exp_name", exp_name,
+        subprocess.run([sys.executable, str(SCRIPTS / "record_success_fail.py"), "--exp_name", exp_name,
                         "--output", str(frames), "--seed", str(5000 + 1000 * seed), *record_flags, *sets],
                        check=True, env=env)
     if not (checkpoint / "classifier.json").is_file():
-        subprocess.run([sys.executable, str(scripts / "train_classifier.py"), "--exp_name", exp_name,
+        subprocess.run([sys.executable, str(SCRIPTS / "train_classifier.py"), "--exp_name", exp_name,
                         "--data", str(frames), "--output", str(checkpoint), "--seed", str(seed), *sets],
                        check=True, env=env)
     return checkpoint

@@ -6,11 +6,22 @@
   nobody; `seed`, default ``config.seed``, seeds a scripted person: each actor passes its own);
 - optionally ``make_spaces(config) -> (observation_space, action_space)``, which the learner uses
   instead of building the env (for a real arm: without opening cameras or loading a classifier).
+
+An experiment is named by a registered name (:data:`CONFIG_MAPPING`), a dotted module path
+(``my_lab.tasks.insert``, importable from the environment), or the path of a Python file (or of a
+folder holding ``config.py``) anywhere on disk. Its folder (``demos/``, ``runs/``, relative
+paths in its config) is the module file's own; a file's folder also goes on ``sys.path`` (at
+the end) so that it can import its neighbours. Entry points store the reference they were given
+in ``config.exp_name`` (a path made absolute), so every process of a run resolves it alike; in
+the process that loaded it, the module's own ``exp_name`` resolves to it too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -27,11 +38,101 @@ CONFIG_MAPPING: dict[str, str] = {
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
 
+REQUIRED = ("get_config", "make_env")
+_LOADED: dict[str, ModuleType] = {}  # experiments loaded from a file or module path: reference, exp_name -> module
+
+
 def load_experiment(exp_name: str) -> ModuleType:
-    if exp_name not in CONFIG_MAPPING:
-        known = ", ".join(sorted(CONFIG_MAPPING))
-        raise KeyError(f"unknown experiment {exp_name!r}; known experiments: {known}")
-    return importlib.import_module(CONFIG_MAPPING[exp_name])
+    """The experiment module `exp_name` refers to (see the module docstring); KeyError naming
+    what was tried when it refers to none, or to a module that is not an experiment."""
+    if exp_name in CONFIG_MAPPING:
+        return importlib.import_module(CONFIG_MAPPING[exp_name])
+    if exp_name in _LOADED:
+        return _LOADED[exp_name]
+    file = _experiment_file(exp_name)
+    if file is not None:
+        module = _load_file(file)
+    elif _is_dotted(exp_name):
+        try:
+            module = importlib.import_module(exp_name)
+        except ModuleNotFoundError as error:
+            if error.name is None or not exp_name.startswith(error.name):
+                raise  # the module exists but one of its own imports is missing: say that
+            raise KeyError(_unknown(exp_name)) from None
+    else:
+        raise KeyError(_unknown(exp_name))
+    missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
+    if missing:
+        raise KeyError(f"{exp_name!r} ({module.__file__}) is not an experiment module: it lacks "
+                       f"{', '.join(missing)} (an experiment defines {', '.join(REQUIRED)}, and optionally "
+                       "make_expert and make_spaces)")
+    own_name = str(module.get_config().exp_name)  # its configs' exp_name resolves to it in this process
+    if own_name in CONFIG_MAPPING:
+        raise KeyError(f"{exp_name!r} sets exp_name={own_name!r}, the name of a registered experiment: give it "
+                       "its own exp_name in get_config()")
+    _LOADED[exp_name] = module
+    if own_name:
+        _LOADED[own_name] = module  # two files of one exp_name: the one loaded last
+    return module
+
+
+def experiment_ref(exp_name: str) -> str:
+    """`exp_name` as every process of a run can resolve it: a file or folder path made absolute,
+    a registered name or module path as given."""
+    file = None if exp_name in CONFIG_MAPPING else _experiment_file(exp_name)
+    if file is None:
+        return exp_name
+    return str(file.parent if Path(exp_name).expanduser().is_dir() else file)
+
+
+def experiment_label(exp_name: str) -> str:
+    """A short name of experiment `exp_name` for file names and dataset metadata: a registered
+    name as is, else its config's ``exp_name`` (or its module file's name)."""
+    if exp_name in CONFIG_MAPPING:
+        return exp_name
+    module = load_experiment(exp_name)
+    return str(module.get_config().exp_name) or Path(module.__file__).stem
+
+
+def _unknown(exp_name: str) -> str:
+    known = ", ".join(sorted(CONFIG_MAPPING))
+    return (f"unknown experiment {exp_name!r}; give a registered name ({known}), the path of an "
+            f"experiment's Python file (or of a folder with config.py), or an importable module path")
+
+
+def _is_dotted(exp_name: str) -> bool:
+    return "." in exp_name and all(part.isidentifier() for part in exp_name.split("."))
+
+
+def _experiment_file(exp_name: str) -> Path | None:
+    """The file a path-like `exp_name` names (None: it is not a path); KeyError when it names a
+    file or folder that does not exist, or a folder without config.py."""
+    path = Path(exp_name).expanduser()
+    looks_like_path = exp_name.endswith(".py") or "/" in exp_name or path.is_dir()
+    if not looks_like_path:
+        return None
+    if path.is_dir():
+        path = path / "config.py"
+    if not path.is_file():
+        raise KeyError(f"experiment {exp_name!r}: no such file {path.absolute()}")
+    return path.resolve()
+
+
+def _load_file(file: Path) -> ModuleType:
+    name = "serl_experiment_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(file.parent) not in sys.path:
+        sys.path.append(str(file.parent))
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def experiment_spaces(exp: ModuleType, config):
@@ -47,7 +148,11 @@ def experiment_spaces(exp: ModuleType, config):
 
 
 def experiment_dir(exp_name: str) -> Path:
-    return EXPERIMENTS_DIR / exp_name
+    """The folder of experiment `exp_name`: experiments/<name> for a registered one, else its
+    module file's folder."""
+    if exp_name in CONFIG_MAPPING:
+        return EXPERIMENTS_DIR / exp_name
+    return Path(load_experiment(exp_name).__file__).resolve().parent
 
 
 def resolve_path(exp_name: str, path: str) -> Path:
@@ -112,6 +217,8 @@ def load_for_entry_point(exp_name: str, overrides: list[str] | tuple[str, ...] =
     try:
         exp = load_experiment(exp_name)
         config = exp.get_config()
+        if exp_name not in CONFIG_MAPPING:
+            config.exp_name = experiment_ref(exp_name)  # what the run's other processes resolve
         apply_overrides(config, overrides)
     except (KeyError, ValueError) as error:
         raise app.UsageError(str(error.args[0])) from None

@@ -46,6 +46,7 @@ def main(argv: list[str]) -> None:
 
     from experiments.mappings import (
         demo_files,
+        experiment_label,
         experiment_spaces,
         load_for_entry_point,
         resolve_path,
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> None:
         from serl_launcher.data.rlds import export_rlds
 
         try:
-            folder = export_rlds(output, episodes, _NAME.value or _EXP_NAME.value, source="; ".join(sources))
+            folder = export_rlds(output, episodes, _NAME.value or experiment_label(_EXP_NAME.value), source="; ".join(sources))
         except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None
         seconds = time.perf_counter() - started
@@ -90,8 +91,8 @@ def main(argv: list[str]) -> None:
     cameras = sum(1 for space in obs_space.spaces.values() if len(space.shape) == 3)
     with tqdm(total=frames * cameras, desc="video frames encoded", unit="frame", disable=not cameras) as bar:
         try:
-            summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or _EXP_NAME.value,
-                                     robot_type=config.get("env_id") or _EXP_NAME.value, codec=_CODEC.value,
+            summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or experiment_label(_EXP_NAME.value),
+                                     robot_type=config.get("env_id") or experiment_label(_EXP_NAME.value), codec=_CODEC.value,
                                      progress=bar.update)
         except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None

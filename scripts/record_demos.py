@@ -25,9 +25,14 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
+    from experiments.mappings import (
+        experiment_dir,
+        experiment_label,
+        load_for_entry_point,
+        resolve_path,
+    )
     from serl_launcher.data import save_demos
-    from serl_launcher.utils.rollouts import demonstrator_config, record_demos
+    from serl_launcher.utils.rollouts import demonstrator_config, make_expert, record_demos
     from serl_launcher.wrappers.episode_control import EpisodeControl, with_episode_control
     from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
@@ -38,7 +43,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--output {_OUTPUT.value}: demo files are numpy archives ending in .npz")
     config = demonstrator_config(config)  # the demonstrator's noise, not the helper's
     env = with_grasp_penalty(exp.make_env(config), config)  # demo files carry the penalty the learner stores
-    device = exp.make_expert(env, config)
+    device = make_expert(exp, env, config)
     if device is None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to record demonstrations with")
     env = with_episode_control(env, device, config)  # a person's success / failure / re-record / ready buttons
@@ -50,7 +55,7 @@ def main(argv: list[str]) -> None:
     transitions = record_demos(env, device, _SUCCESSES.value, seed=_SEED.value,
                                progress=lambda ok, _: bar.update(ok - bar.n))
     bar.close()
-    name = f"{_EXP_NAME.value}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    name = f"{experiment_label(_EXP_NAME.value)}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
     path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
     save_demos(path, transitions)
     print(f"saved {len(transitions)} transitions from {_SUCCESSES.value} successful episodes to {path}")

@@ -96,8 +96,14 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
+    from experiments.mappings import (
+        experiment_dir,
+        experiment_label,
+        load_for_entry_point,
+        resolve_path,
+    )
     from serl_launcher.classifier import save_frames
+    from serl_launcher.utils.rollouts import make_expert
 
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
     if _SUCCESSES.value < 1 or _FAILURES.value < 1:
@@ -108,7 +114,7 @@ def main(argv: list[str]) -> None:
     cameras = [k for k, s in env.observation_space.spaces.items() if len(s.shape) == 3]
     if not cameras:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no camera observations to classify")
-    driver = exp.make_expert(env, config)
+    driver = make_expert(exp, env, config)
     if driver is None:
         raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to drive the robot with")
     labeler = KeyLabel() if _LABELS.value == "keyboard" else None
@@ -127,7 +133,7 @@ def main(argv: list[str]) -> None:
 
     data_dir = experiment_dir(_EXP_NAME.value) / config.classifier.data_dir
     path = (resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value
-            else data_dir / f"{_EXP_NAME.value}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
+            else data_dir / f"{experiment_label(_EXP_NAME.value)}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
 
     def save(episodes: int, partial: bool = False) -> Path:
         target = path.with_name(path.stem + ".partial.npz") if partial else path

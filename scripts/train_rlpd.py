@@ -163,9 +163,15 @@ def run_eval(exp, config, run_dir) -> None:
                              f"(available: {manager.all_steps()})")
     template = build_agent(manager.meta(step), seed=config.seed)  # SAC or BC, as the checkpoint says
     agent, _ = manager.restore(template, step=step, observation_space=env.observation_space)
-    video = run_dir / f"eval_{step}.mp4" if _EVAL_VIDEO.value else None
+    # eval_<step>.json, or eval_<step>-2.json ... when this checkpoint was evaluated before (kept).
+    stem = f"eval_{step}"
+    for k in range(2, 10_000):
+        if not any((run_dir / f"{stem}{ext}").exists() for ext in (".json", ".mp4")):
+            break
+        stem = f"eval_{step}-{k}"
+    video = run_dir / f"{stem}.mp4" if _EVAL_VIDEO.value else None
     stats = evaluate_policy(env, agent.policy(), _EVAL_N.value, seed=config.seed + 12345, video_path=video)
-    (run_dir / f"eval_{step}.json").write_text(json.dumps({"step": step, **stats}, indent=2) + "\n")
+    (run_dir / f"{stem}.json").write_text(json.dumps({"step": step, **stats}, indent=2) + "\n")
     # Into the run's metrics (and its wandb / TensorBoard sinks), the video too.
     with MetricsWriter.for_run(run_dir / "metrics.jsonl", config, run_dir, f"eval-checkpoint-{step}",
                                header=False) as writer:

@@ -30,7 +30,7 @@ from ml_collections import config_dict
 from serl_launcher.agents.sac import Policy, SACAgent
 from serl_launcher.evaluator import TargetWatch
 from serl_launcher.utils.metrics import MetricsWriter
-from serl_launcher.utils.rollouts import evaluate, make_transition
+from serl_launcher.utils.rollouts import evaluate, make_expert, make_transition
 
 
 def actor_seed(seed: int, actor_id: str) -> int:
@@ -54,7 +54,7 @@ def make_acting_env(exp: Any, config: config_dict.ConfigDict, seed: int) -> tupl
     env = exp.make_env(config)
     try:
         device = device_from_config(config.actor.intervention, env.action_space.shape[0],
-                                    lambda: exp.make_expert(env, config, seed=seed), seed=seed)
+                                    lambda: make_expert(exp, env, config, seed=seed), seed=seed)
     except BaseException:
         env.close()
         raise

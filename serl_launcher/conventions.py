@@ -47,6 +47,31 @@ def check_action(action, shape: tuple[int, ...], action_mode: str) -> np.ndarray
         raise ValueError(f"action contains NaN or Inf: {a.tolist()}")
     return np.clip(a, -1.0, 1.0)
 
+ADAPTER_HINT = ("wrap the env in serl_launcher.wrappers.adapter.SpaceAdapter (config "
+                "serl_launcher.wrappers.adapter.adapter_config()) to map it onto the contract")
+
+
+def check_spaces(observation_space, action_space) -> None:
+    """ValueError, saying what to set, unless the spaces are the contract every agent takes: a
+    flat Dict of ``state`` (a float vector) and uint8 (H, W, 3) cameras, and a 1-D Box in [-1, 1]."""
+    from gymnasium import spaces
+
+    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+        raise ValueError(f"the action space is {action_space}; the agent acts in a 1-D Box in [-1, 1]: {ADAPTER_HINT}")
+    if not (np.all(action_space.low == -1.0) and np.all(action_space.high == 1.0)):
+        raise ValueError(f"the action space is Box({action_space.low.tolist()}, {action_space.high.tolist()}); the agent "
+                         f"acts in [-1, 1] and would command the wrong values: {ADAPTER_HINT}, with "
+                         "adapter.action_low / action_high the env's bounds")
+    if not isinstance(observation_space, spaces.Dict):
+        raise ValueError(f"the observation space is {observation_space}; the agent takes a Dict of 'state' and "
+                         f"cameras: {ADAPTER_HINT}, with adapter.state_keys=('',) for a Box")
+    nested = [k for k, s in observation_space.spaces.items() if not isinstance(s, spaces.Box)]
+    if nested or "state" not in observation_space.spaces:
+        raise ValueError(f"the observations {list(observation_space.spaces)} are not 'state' plus cameras"
+                         f"{' (nested: ' + str(nested) + ')' if nested else ''}: {ADAPTER_HINT}, choosing the "
+                         "state leaves (adapter.state_keys) and cameras (adapter.image_keys)")
+
+
 # Proprioceptive fields with their sizes. Envs pick a subset, in this order.
 PROPRIO_FIELD_SIZES: dict[str, int] = {
     "tcp_pose": 7,  # position (3) + quaternion xyzw (4)

@@ -40,7 +40,12 @@ from serl_launcher.evaluator import check_eval_config, check_simulated, max_fail
 from serl_launcher.learner import make_rate_limiter
 from serl_launcher.utils.checkpoints import warm_start
 from serl_launcher.utils.metrics import MetricsWriter
-from serl_launcher.utils.rollouts import demonstrator_config, make_transition, record_demos
+from serl_launcher.utils.rollouts import (
+    demonstrator_config,
+    make_expert,
+    make_transition,
+    record_demos,
+)
 from serl_launcher.utils.sharding import learner_mesh, replicate, shard_batch
 from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
@@ -73,7 +78,10 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
         if c.demos.successes_needed:  # as record_demos.py does
             demo_env = with_grasp_penalty(exp.make_env(c), c)
             try:
-                expert = exp.make_expert(demo_env, demonstrator_config(c), seed=10_000 + c.seed)
+                expert = make_expert(exp, demo_env, demonstrator_config(c), seed=10_000 + c.seed)
+                if expert is None:
+                    raise ValueError(f"demos.successes_needed={c.demos.successes_needed}, but {c.exp_name!r} has no "
+                                     "make_expert to record them with: give demo files (demos.paths), or 0")
                 demo.insert_many(record_demos(demo_env, expert, c.demos.successes_needed, seed=10_000 + c.seed))
             finally:
                 demo_env.close()

@@ -226,6 +226,10 @@ def test_evaluation_mode_reports_success_rate(tmp_path, subprocess_env):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[eval] step 7: success rate 0% over 2 episodes" in result.stdout
     assert json.loads((tmp_path / "run" / "eval_7.json").read_text())["length"] == 100.0
+    again = subprocess.run(result.args, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "eval_7-2.json").read_text())["step"] == 7  # the first one kept
+    assert (tmp_path / "run" / "eval_7.json").is_file()
     missing = subprocess.run(
         ["bash", str(EXP / "run_actor.sh"), "--checkpoint_path", str(tmp_path / "run"), "--eval_checkpoint_step", "8",
          "--set", "agent.hidden_dims=(32,32)", "--set", "agent.num_qs=2"],

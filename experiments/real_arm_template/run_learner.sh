@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The learner of real_arm_template (copy and rename with the folder). Extra flags pass through, e.g. --checkpoint_path second_run.
+# The learner of this experiment (a copy of real_arm_template runs from anywhere: it passes its own
+# folder as the experiment). Extra flags pass through, e.g. --checkpoint_path second_run.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-python="${SERL_PYTHON:-$here/../../.venv/bin/python}"
-exec "$python" "$here/../../scripts/train_rlpd.py" --exp_name real_arm_template --learner --checkpoint_path first_run "$@"
+scripts="$here/../../scripts"
+if [ ! -f "$scripts/run_learner.sh" ]; then  # copied out of the checkout: ask the installed package where it is
+  scripts="$("${SERL_PYTHON:-python}" -c "import experiments.mappings as m; print(m.EXPERIMENTS_DIR.parent / 'scripts')")"
+fi
+exec bash "$scripts/run_learner.sh" "$here" "$@"

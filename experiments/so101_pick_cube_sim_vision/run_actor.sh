@@ -3,5 +3,4 @@
 # --actor_id arm-2, or --eval_checkpoint_step 2000 --eval_n_trajs 50 for evaluation.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-python="${SERL_PYTHON:-$here/../../.venv/bin/python}"
-exec "$python" "$here/../../scripts/train_rlpd.py" --exp_name so101_pick_cube_sim_vision --actor "$@"
+exec bash "$here/../../scripts/run_actor.sh" so101_pick_cube_sim_vision "$@"

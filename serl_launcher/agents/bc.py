@@ -34,6 +34,7 @@ from serl_launcher.agents.sac import (
     make_train_state,
     sac_config,
 )
+from serl_launcher.conventions import check_spaces
 from serl_launcher.networks.actor_critic import GraspCritic, TanhGaussianPolicy
 from serl_launcher.networks.encoders import random_shift
 
@@ -79,6 +80,7 @@ class BCAgent(struct.PyTreeNode):
     @classmethod
     def create(cls, rng: jax.Array, observation_space: spaces.Dict, action_space: spaces.Box,
                config: config_dict.ConfigDict) -> BCAgent:
+        check_spaces(observation_space, action_space)
         c = config_dict.ConfigDict(config.to_dict())
         if not c.image_keys:
             c.image_keys = image_keys_of(observation_space)

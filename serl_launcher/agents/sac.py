@@ -33,6 +33,7 @@ from gymnasium import spaces
 from ml_collections import FrozenConfigDict, config_dict
 
 from serl_launcher.agents import losses
+from serl_launcher.conventions import check_spaces
 from serl_launcher.networks.actor_critic import CriticEnsemble, GraspCritic, TanhGaussianPolicy
 from serl_launcher.networks.encoders import ObservationEncoder, is_frozen_path, random_shift
 
@@ -219,6 +220,7 @@ class SACAgent(struct.PyTreeNode):
         action_space: spaces.Box,
         config: config_dict.ConfigDict,
     ) -> SACAgent:
+        check_spaces(observation_space, action_space)
         c = config_dict.ConfigDict(config.to_dict())  # resolved copy; the caller's stays as is
         if not c.image_keys:
             c.image_keys = image_keys_of(observation_space)

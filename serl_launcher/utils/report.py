@@ -221,7 +221,7 @@ def _eval_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _step_of(path: Path) -> tuple[int, str]:
-    match = re.fullmatch(r"eval_(\d+)\.\w+", path.name)
+    match = re.fullmatch(r"eval_(\d+)(?:-\d+)?\.\w+", path.name)  # eval_<step>[-<k>]: a re-evaluation
     return (int(match.group(1)) if match else -1, path.name)
 
 

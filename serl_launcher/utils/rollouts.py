@@ -67,7 +67,11 @@ def evaluate(
             total += float(reward)
             length += 1
             done = terminated or truncated
-        successes.append(bool(info.get("success", False)))
+        if "success" not in info:  # a success rate of 0 % would say nothing, silently
+            raise ValueError(f"the env's last step info has no 'success' (its keys: {sorted(info)}): evaluation "
+                             "needs it; for another env's key (e.g. 'succeed'), set adapter.success_key "
+                             "(serl_launcher.wrappers.adapter.SpaceAdapter), for a real arm a reward classifier")
+        successes.append(bool(info["success"]))
         terminated_failures += bool(terminated) and not successes[-1]
         returns.append(total)
         lengths.append(length)
@@ -104,6 +108,13 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     low, high = max(0.0, centre - half), min(1.0, centre + half)
     # Exactly 0 and 1 at the ends (the formula gives them up to rounding).
     return (0.0 if successes == 0 else low), (1.0 if successes == trials else high)
+
+
+def make_expert(exp: Any, env: gym.Env, config, seed: int | None = None):
+    """The experiment module's ``make_expert(env, config, seed)``; None where it defines none
+    (an experiment of a user's env without a scripted expert: a person or demo files instead)."""
+    factory = getattr(exp, "make_expert", None)
+    return None if factory is None else factory(env, config, seed=seed)
 
 
 def demonstrator_config(config):

@@ -32,7 +32,7 @@ class GraspPenalty(gym.Wrapper):
             raise ValueError(f"grasp_penalty.value must be a finite number <= 0 (a cost), not {value}")
         if not 0.0 <= closed_above < 1.0:
             raise ValueError(f"grasp_penalty.closed_above must be in [0, 1), not {closed_above}")
-        layout = getattr(env.unwrapped, "state_layout", None)
+        layout = wrapper_attr(env, "state_layout")  # the env's own, or an adapter's
         if layout is None or "gripper_pose" not in layout.names:
             raise ValueError(
                 f"{type(env.unwrapped).__name__} has no 'gripper_pose' in its state_layout: the grasp "
@@ -72,10 +72,18 @@ def toggles(command: float, closed: bool) -> bool:
 def with_grasp_penalty(env: gym.Env, config) -> gym.Env:
     """`env` wrapped with the experiment's ``grasp_penalty`` when its agent has a learned gripper
     (the buffers then store the penalty); `env` itself otherwise. Closes `env` on a bad config."""
-    if not config.agent.learned_gripper:
-        return env
+    if not config.agent.learned_gripper or wrapper_attr(env, "provides_grasp_penalty"):
+        return env  # no learned gripper, or the env's own penalty (SpaceAdapter's penalty_key)
     try:
         return GraspPenalty(env, config.grasp_penalty.value, config.grasp_penalty.closed_above)
     except BaseException:
         env.close()
         raise
+
+
+def wrapper_attr(env: gym.Env, name: str) -> Any:
+    """`name` from the outermost wrapper of `env` (or the env) that has it; None if none has."""
+    try:
+        return env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
