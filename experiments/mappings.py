@@ -96,7 +96,7 @@ def experiment_label(exp_name: str) -> str:
 
 def _unknown(exp_name: str) -> str:
     known = ", ".join(sorted(CONFIG_MAPPING))
-    return (f"unknown experiment {exp_name!r}; give a registered name ({known}), the path of an "
+    return (f"unknown experiment {exp_name!r}; known experiments: {known}; or give the path of an "
             f"experiment's Python file (or of a folder with config.py), or an importable module path")
 
 
