@@ -266,3 +266,32 @@ def test_a_render_of_several_cameras_is_written_as_one_tiled_video(tmp_path):
     assert video[0, 14, 30].max() < 30  # the padding is black
     with pytest.raises(ValueError, match="several cameras"):
         write_video(tmp_path / "bad.mp4", [[np.zeros((4, 4))]], fps=10)
+
+
+def test_the_gym_hil_example_is_an_experiment_with_its_adapter_declared():
+    exp = load_experiment(str(REPO / "examples" / "gym_hil_pick_cube.py"))
+    config = exp.get_config()
+    assert config.adapter.success_key == "succeed" and config.adapter.penalty_key == "discrete_penalty"
+    assert config.adapter.action_high == (1.0, 1.0, 1.0, 2.0)
+
+
+def test_the_gym_hil_example_env_is_adapted_and_its_expert_succeeds():
+    """Runs where gym-hil is installed (its own environment: examples/setup_gym_hil.sh)."""
+    pytest.importorskip("gym_hil")
+    exp = load_experiment(str(REPO / "examples" / "gym_hil_pick_cube.py"))
+    config = exp.get_config()
+    env = with_grasp_penalty(exp.make_env(config), config)  # its own penalty: our wrapper steps aside
+    assert env.observation_space["state"].shape == (21,) and env.action_space.shape == (4,)
+    expert = exp.make_expert(env, config, seed=0)
+    successes = 0
+    for episode in range(10):
+        obs, _ = env.reset(seed=episode)
+        expert.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.get_action(obs).action)
+            assert "grasp_penalty" in info
+            done = terminated or truncated
+        successes += info["success"]
+    env.close()
+    assert successes == 10
