@@ -7,6 +7,7 @@ code: IK, calibration, servo writes), with cameras read from a video file."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -107,7 +108,13 @@ def test_a_sim_run_continues_on_the_so101_through_the_run_scripts(tmp_path, subp
              f"--calibration={calibration}", f"--exp_name={REAL}", "--port=0", "--bus_timeout_ms=250"],
             "listening on http://", tmp_path / "server.log", subprocess_env, services)
         server_url = served.rsplit(" ", 1)[-1]
-        run_real(tmp_path, video, server_url, subprocess_env, sim_config)
+        try:
+            run_real(tmp_path, video, server_url, subprocess_env, sim_config)
+        except AssertionError as failure:  # the bus's threads as they are now, and what the server saw
+            services[0].send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            logs = "".join(f"\n--- {name}:\n" + (tmp_path / name).read_text()[-4000:] for name in ("bus.log", "server.log"))
+            raise AssertionError(f"{failure}{logs}") from None
     finally:
         stop(services, timeout=30)
 

@@ -178,6 +178,8 @@ class DynamixelEmulator:
         self._master, self._slave = os.openpty()
         # Raw mode: no echo, no line editing, no CR/LF translation; pyserial sets it again on open.
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)  # replies never wait for the host
+        self.dropped_replies = 0
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="dynamixel-emulator", daemon=True)
@@ -229,9 +231,13 @@ class DynamixelEmulator:
                     reply = self._handle(packet)
                 if reply:
                     try:
-                        os.write(self._master, reply)
+                        sent = os.write(self._master, reply)
+                    except BlockingIOError:  # the host side's buffer is full: the reply is lost, as on a wire
+                        sent = 0
                     except OSError:
                         return
+                    if sent < len(reply):
+                        self.dropped_replies += 1
 
     def _advance(self) -> None:
         now = time.monotonic()

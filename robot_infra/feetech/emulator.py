@@ -143,6 +143,8 @@ class FeetechEmulator:
         self._clock = time.monotonic()
         self._master, slave = os.openpty()
         tty.setraw(slave)  # no echo or line discipline; pyserial sets raw mode again on open
+        os.set_blocking(self._master, False)  # replies never wait for the host (see _send)
+        self.dropped_replies = 0
         self._slave = slave
         self.port = os.ttyname(slave)
         self._closing = threading.Event()
@@ -191,9 +193,20 @@ class FeetechEmulator:
                     with self._lock:
                         answer = self._answer(packet)
                     if answer:
-                        os.write(self._master, answer)
+                        self._send(answer)
             except OSError:
                 return  # the pty was closed
+
+    def _send(self, data: bytes) -> None:
+        """Puts a reply on the line without waiting: a servo transmits whether or not the host
+        reads, so when the host side's buffer is full the reply (or its rest) is lost, counted in
+        :attr:`dropped_replies`, instead of the bus stopping until the host reads."""
+        try:
+            sent = os.write(self._master, data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.dropped_replies += 1
 
     def _step_motion(self) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ threads or garbage collections, as a real bus's do not.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 
@@ -37,6 +38,7 @@ def make_emulator(arm: str):
 
 def main(argv: list[str]) -> None:
     del argv
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, to stderr
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -46,7 +48,8 @@ def main(argv: list[str]) -> None:
         while not stopping.wait(0.5):
             if not emulator.running:
                 raise SystemExit("the emulator's thread stopped")
-        print("emulated bus closed", flush=True)
+        print(f"emulated bus closed: {len(emulator.received)} instruction packets kept, "
+              f"{emulator.dropped_replies} replies dropped (the host did not read)", flush=True)
 
 
 if __name__ == "__main__":
