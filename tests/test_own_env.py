@@ -83,6 +83,22 @@ class BoxEnv(gym.Env):
         return self.np_random.uniform(-3, 3, 5).astype(np.float32), 0.0, True, False, {"success": True}
 
 
+def expert_successes(env, expert, episodes: int) -> int:
+    """Successful episodes of `expert` driving `env` (seeds 0..episodes-1); every step must
+    carry the grasp penalty."""
+    successes = 0
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=episode)
+        expert.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.get_action(obs).action)
+            assert "grasp_penalty" in info
+            done = terminated or truncated
+        successes += info["success"]
+    return successes
+
+
 def flat_config():
     c = adapter_config()
     c.state_keys = ("pos", "vel")
@@ -130,17 +146,7 @@ def test_the_nested_example_env_is_adapted_and_its_expert_succeeds(own_file):
     env = with_grasp_penalty(exp.make_env(config), config)  # the learned gripper's penalty reads the adapter's layout
     check_env(exp.make_env(config), skip_render_check=True)
     assert env.get_wrapper_attr("state_layout").names == ("robot/pos", "gripper_pose", "goal")
-    expert = exp.make_expert(env, config, seed=0)
-    successes = 0
-    for episode in range(20):
-        obs, _ = env.reset(seed=episode)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(expert.get_action(obs).action)
-            assert "grasp_penalty" in info
-            done = terminated or truncated
-        successes += info["success"]
-    assert successes == 20
+    assert expert_successes(env, exp.make_expert(env, config, seed=0), 20) == 20
 
 
 @pytest.mark.parametrize("change, message", [
@@ -282,16 +288,6 @@ def test_the_gym_hil_example_env_is_adapted_and_its_expert_succeeds():
     config = exp.get_config()
     env = with_grasp_penalty(exp.make_env(config), config)  # its own penalty: our wrapper steps aside
     assert env.observation_space["state"].shape == (21,) and env.action_space.shape == (4,)
-    expert = exp.make_expert(env, config, seed=0)
-    successes = 0
-    for episode in range(10):
-        obs, _ = env.reset(seed=episode)
-        expert.reset()
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(expert.get_action(obs).action)
-            assert "grasp_penalty" in info
-            done = terminated or truncated
-        successes += info["success"]
+    successes = expert_successes(env, exp.make_expert(env, config, seed=0), 10)
     env.close()
     assert successes == 10
