@@ -18,14 +18,20 @@ configured limits and the servo's own position limits (read at :meth:`ServoArm.o
 Errors name the port, the motor(s) and the operation. Reads and writes of single items are
 idempotent and are retried ``retries`` times after a timeout or a corrupt reply, since a single
 corrupt packet on a noisy bus is not unusual; a status error from the servo, or a port that
-stopped working (adapter unplugged), is raised at once.
+stopped working (adapter unplugged), is raised at once. Before a retry the driver waits a moment
+and drops what arrived (a late reply to the failed attempt must not answer the next one), and puts
+back the port's line settings if another program changed them (a ``stty``, or ModemManager
+probing a ``/dev/ttyACM*`` device, turns on output processing that rewrites byte 0x0A in every
+packet, so the servos stop answering until the settings are restored); that is logged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -38,11 +44,16 @@ try:
     # raises termios.error, which is not.
     _PORT_FAILURES: tuple[type[BaseException], ...] = (OSError, termios.error)
 except ImportError:  # not POSIX
+    termios = None
     _PORT_FAILURES = (OSError,)
+
+log = logging.getLogger(__name__)
 
 TICKS_PER_TURN = 4096
 MAX_ID = 0xFC  # 252; 253 and 254 (broadcast) are reserved on both buses
 EMULATOR_PACKETS_KEPT = 100_000  # instruction packets a bus emulator keeps for inspection (it may run for hours)
+
+LATE_REPLY_S = 0.02  # how long a retry waits for a late reply to the failed attempt, to drop it
 
 PERMISSION_HINT = ("On Linux the serial port needs permission: add yourself to the 'dialout' group "
                    "(sudo usermod -aG dialout $USER, then log in again).")
@@ -182,6 +193,8 @@ class ServoArm:
         self._sdk = self._port_handler = self._packet_handler = None
         self._sync_read_groups: dict[int, Any] = {}  # a bus's reusable sync-read objects by address
         self.models: dict[str, int] = {}
+        self._line: list | None = None  # the port's termios settings as opened (raw)
+        self.line_restores = 0  # times another program's change to those settings was undone
 
     # -- what a bus driver provides ---------------------------------------------------------------
 
@@ -229,6 +242,7 @@ class ServoArm:
                                    f"does not support {self.baudrate} baud")
         self._sdk, self._port_handler = sdk, port_handler
         self._packet_handler = self._make_packet_handler(sdk)
+        self._line = self._line_settings()
         try:
             missing = []
             for motor in self.motors:
@@ -388,9 +402,12 @@ class ServoArm:
         while tries <= self.retries:
             tries += 1
             try:
-                if tries > 1:  # a late reply to the failed attempt must not answer this one
-                    self._port_handler.ser.reset_input_buffer()
-                value, result, error = attempt()
+                if tries > 1:
+                    self._recover_line()
+                try:
+                    value, result, error = attempt()
+                except IndexError:  # the SDK indexes a status packet shorter than what it asked for
+                    value, result, error = None, sdk.COMM_RX_CORRUPT, 0
             except _PORT_FAILURES as cause:  # the port itself went away
                 self._port_handler.is_using = False  # the SDK leaves it set when pyserial raises
                 raise errors.base(
@@ -418,6 +435,30 @@ class ServoArm:
                 "Check cabling and that no other program uses the port.")
         raise errors.base(base + self._packet_handler.getTxRxResult(result))
 
+    def _line_settings(self) -> list | None:
+        """The port's termios settings (None where there are none: not POSIX, not a tty)."""
+        fd = getattr(self._port_handler.ser, "fd", None)
+        if termios is None or fd is None:
+            return None
+        try:
+            return termios.tcgetattr(fd)
+        except termios.error:
+            return None
+
+    def _recover_line(self) -> None:
+        """Before a retry: restores the port's settings if they were changed behind the driver's
+        back, then waits for a late reply to the failed attempt and drops it."""
+        now = self._line_settings()
+        if self._line is not None and now is not None and now != self._line:
+            termios.tcsetattr(self._port_handler.ser.fd, termios.TCSANOW, self._line)
+            self.line_restores += 1
+            log.warning("%s: another program changed the serial port's settings (%s); put back the "
+                        "raw settings it was opened with. Stop the other program (on Linux often "
+                        "ModemManager probing /dev/ttyACM*: systemctl stop ModemManager).",
+                        self.port, describe_line_change(self._line, now) or "baud rate or control characters")
+        time.sleep(LATE_REPLY_S)
+        self._port_handler.ser.reset_input_buffer()
+
     @staticmethod
     def _ids_text(ids: Sequence[int]) -> str:
         """" (motors 1, 2, 3)" for an operation on several motors; a single one is in `what`."""
@@ -429,15 +470,51 @@ class ServoArm:
         return " from " + ", ".join(self._label(int(i)) for i in culprits)
 
 
+# The termios flags whose change breaks a binary protocol: (settings index, flag names).
+_LINE_FLAGS = ((0, ("IXON", "IXOFF", "ICRNL", "INLCR", "IGNCR", "ISTRIP")), (1, ("OPOST", "ONLCR", "OCRNL")),
+               (3, ("ICANON", "ECHO", "ISIG", "IEXTEN")))
+
+
+def describe_line_change(before: list, after: list) -> str:
+    """The termios flags that break a binary protocol and are on in `after` but not in `before`
+    (two tcgetattr() results), e.g. "+OPOST +ICANON"; "" when there is none."""
+    return " ".join(f"+{name}" for index, names in _LINE_FLAGS for name in names
+                    if after[index] & ~before[index] & getattr(termios, name, 0))
+
+
+LATE_READS = 256  # reads a reply sitting in the buffer may take after its deadline (a noisy line must end)
+
+
 def _make_port_handler(sdk, port: str, timeout_ms: float | None):
-    if timeout_ms is None:
-        return sdk.PortHandler(port)
-
     class PortHandler(sdk.PortHandler):
-        """The SDK's port with a fixed reply timeout instead of one derived from its latency guess."""
+        """The SDK's port with its reply timeout measured as it should be: on a monotonic clock
+        (the SDK's is the wall clock, which NTP can step), and never declared while the reply
+        sits unread in the input buffer (the SDK looks at the clock after an empty read, so a
+        thread that was not scheduled in between timed out on a reply that had arrived). With
+        `timeout_ms`, a fixed timeout instead of the SDK's latency guess."""
 
-        def setPacketTimeout(self, packet_length):  # the SDK's (camelCase) name
-            self.setPacketTimeoutMillis(timeout_ms)
+        _late_reads = 0
+
+        def getCurrentTime(self):  # the SDK's (camelCase) names, milliseconds
+            return time.monotonic() * 1000.0
+
+        def setPacketTimeout(self, packet_length):
+            self._late_reads = 0
+            if timeout_ms is None:
+                super().setPacketTimeout(packet_length)
+            else:
+                super().setPacketTimeoutMillis(timeout_ms)
+
+        def setPacketTimeoutMillis(self, msec):
+            self._late_reads = 0
+            super().setPacketTimeoutMillis(msec)
+
+        def isPacketTimeout(self):
+            if self.getTimeSinceStart() > self.packet_timeout and self._late_reads < LATE_READS \
+                    and self.ser.in_waiting:
+                self._late_reads += 1
+                return False  # the reply is here: let the SDK read it
+            return super().isPacketTimeout()
 
     return PortHandler(port)
 

@@ -285,7 +285,8 @@ def test_emulate_arm_serves_the_arms_bus_in_a_process_until_sigterm(python, subp
         line = start_service([python, "-m", "robot_infra.tools.emulate_arm", f"--arm={arm}"],
                              f"emulated {arm} bus ({ARMS[arm].bus}) on /dev/", tmp_path / "bus.log",
                              subprocess_env, processes)
-        driver = make_arm(ARMS[arm].bus, line.rsplit(" ", 1)[-1], uncalibrated_motors(ARMS[arm].motors)).open()
+        driver = make_arm(ARMS[arm].bus, line.rsplit(" ", 1)[-1], uncalibrated_motors(ARMS[arm].motors),
+                          timeout_ms=500).open()  # a loaded machine late in the suite: not about timing
         try:  # every servo of the arm answers, reads and writes its memory
             for motor_id in ARMS[arm].motors.values():
                 driver.ping(motor_id)
@@ -296,7 +297,79 @@ def test_emulate_arm_serves_the_arms_bus_in_a_process_until_sigterm(python, subp
             driver.close()
         processes[0].terminate()
         assert processes[0].wait(timeout=10) == 0
-        assert "emulated bus closed" in (tmp_path / "bus.log").read_text()
+        closing = (tmp_path / "bus.log").read_text()
+        assert "emulated bus closed" in closing and "line settings changed since start: no raw-mode flag" in closing
     finally:
         for process in processes:
             process.kill()
+
+
+@pytest.mark.parametrize("arm", ["so101", "koch"])
+def test_a_port_put_back_to_cooked_mode_by_another_program_is_restored_and_logged(arm, caplog):
+    """`stty sane` (or ModemManager probing a ttyACM) turns on output processing that rewrites
+    byte 0x0A: an SO-101's sync read of six servos (length byte 0x0A) then never reaches the
+    servos. The driver notices on the retry, restores raw mode, says so, and the read goes on."""
+    import termios
+
+    from robot_infra.calibration import ARMS, make_arm, uncalibrated_motors
+    from robot_infra.tools.emulate_arm import make_emulator
+
+    emulator = make_emulator(arm)
+    try:
+        # A generous timeout: this test is about the line settings, not about a loaded machine.
+        driver = make_arm(ARMS[arm].bus, emulator.port, uncalibrated_motors(ARMS[arm].motors),
+                          timeout_ms=500).open()
+        try:
+            before = driver.read_present_ticks()
+            subprocess.run(f"stty sane < {emulator.port}", shell=True, check=True)
+            cooked = termios.tcgetattr(emulator.slave_fd)
+            assert cooked[1] & termios.OPOST and cooked[3] & termios.ICANON
+            with caplog.at_level("WARNING", logger="robot_infra.servo_bus"):
+                np.testing.assert_array_equal(driver.read_present_ticks(), before)
+                driver.set_torque(True)
+                assert driver.torque_enabled().all()
+            assert driver.line_restores == 1
+            assert "another program changed the serial port's settings" in caplog.text
+            assert "+OPOST" in caplog.text and "+ICANON" in caplog.text
+            restored = termios.tcgetattr(emulator.slave_fd)
+            assert not restored[1] & termios.OPOST and not restored[3] & termios.ICANON
+        finally:
+            driver.close()
+    finally:
+        emulator.close()
+
+
+@pytest.mark.parametrize("arm", ["so101", "koch"])
+def test_a_reply_that_arrived_while_the_driver_was_not_running_is_read_not_timed_out(arm):
+    """The SDKs declare a timeout when the clock says so after an empty read; a driver thread
+    descheduled between the two (a loaded machine) timed out on a reply already in the buffer."""
+    import time
+
+    from robot_infra.calibration import ARMS, make_arm, uncalibrated_motors
+    from robot_infra.tools.emulate_arm import make_emulator
+
+    emulator = make_emulator(arm)
+    try:
+        driver = make_arm(ARMS[arm].bus, emulator.port, uncalibrated_motors(ARMS[arm].motors),
+                          timeout_ms=20, retries=0).open()
+        try:
+            serial_port = driver._port_handler.ser
+            read, stalls = serial_port.read, [1]
+
+            def stalled_read(size=1):  # an empty read, then 100 ms off the CPU: the reply lands meanwhile
+                if stalls:
+                    stalls.pop()
+                    time.sleep(0.1)
+                    return b""
+                return read(size)
+
+            serial_port.read = stalled_read
+            ticks = driver.read_present_ticks()
+            assert not stalls and len(ticks) == len(ARMS[arm].motors)
+            emulator.inject_fault("no_reply")  # a reply that never comes still times out
+            with pytest.raises(Exception, match="no reply"):
+                driver.read_present_ticks()
+        finally:
+            driver.close()
+    finally:
+        emulator.close()

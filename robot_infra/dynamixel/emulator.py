@@ -180,6 +180,8 @@ class DynamixelEmulator:
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)  # replies never wait for the host
         self.dropped_replies = 0
+        self.bytes_received = 0
+        self.longest_pause_s = 0.0  # the bus thread's longest time away beyond its 50 ms wait (starved)
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="dynamixel-emulator", daemon=True)
@@ -218,14 +220,19 @@ class DynamixelEmulator:
 
     def _serve(self) -> None:
         reader = PacketReader()
+        last = time.monotonic()
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select([self._master], [], [], 0.05)
+                now = time.monotonic()
+                self.longest_pause_s = max(self.longest_pause_s, now - last - 0.05)
+                last = now
                 if not ready:
                     continue
                 data = os.read(self._master, 4096)
             except OSError:
                 return  # closed
+            self.bytes_received += len(data)
             for packet in reader.feed(data):
                 with self._lock:
                     reply = self._handle(packet)
@@ -310,6 +317,11 @@ class DynamixelEmulator:
         return b"" if broadcast else self._reply(target, StatusError.INSTRUCTION)
 
     # -- lifetime ---------------------------------------------------------------------------------
+
+    @property
+    def slave_fd(self) -> int:
+        """The emulator's own descriptor of the pty's slave side (for its line settings)."""
+        return self._slave
 
     @property
     def running(self) -> bool:

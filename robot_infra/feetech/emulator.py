@@ -145,6 +145,8 @@ class FeetechEmulator:
         tty.setraw(slave)  # no echo or line discipline; pyserial sets raw mode again on open
         os.set_blocking(self._master, False)  # replies never wait for the host (see _send)
         self.dropped_replies = 0
+        self.bytes_received = 0
+        self.longest_pause_s = 0.0  # the bus thread's longest time away beyond its 50 ms wait (starved)
         self._slave = slave
         self.port = os.ttyname(slave)
         self._closing = threading.Event()
@@ -184,11 +186,17 @@ class FeetechEmulator:
 
     def _run(self) -> None:
         reader = protocol.PacketReader()
+        last = time.monotonic()
         while not self._closing.is_set():
             try:
-                if not select.select([self._master], [], [], 0.05)[0]:
+                ready = select.select([self._master], [], [], 0.05)[0]
+                now = time.monotonic()
+                self.longest_pause_s = max(self.longest_pause_s, now - last - 0.05)
+                last = now
+                if not ready:
                     continue
                 chunk = os.read(self._master, 1024)
+                self.bytes_received += len(chunk)
                 for packet in reader.feed(chunk):
                     with self._lock:
                         answer = self._answer(packet)
@@ -273,6 +281,11 @@ class FeetechEmulator:
             os.close(self._master)
         with contextlib.suppress(OSError):
             os.close(self._slave)
+
+    @property
+    def slave_fd(self) -> int:
+        """The emulator's own descriptor of the pty's slave side (for its line settings)."""
+        return self._slave
 
     @property
     def running(self) -> bool:

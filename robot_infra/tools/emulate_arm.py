@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import faulthandler
 import signal
+import sys
+import termios
 import threading
 
 from absl import app, flags
 
 from robot_infra.calibration import ARMS
+from robot_infra.servo_bus import describe_line_change
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("arm", "so101", sorted(ARMS), "The arm whose servos (ids, bus protocol) are emulated.")
@@ -36,20 +39,37 @@ def make_emulator(arm: str):
     return DynamixelEmulator(list(spec.motors.values()))
 
 
+def report(emulator, raw: list) -> str:
+    """What the bus has seen, and whether the pty is still in raw mode."""
+    try:
+        line = describe_line_change(raw, termios.tcgetattr(emulator.slave_fd)) or "no raw-mode flag"
+    except termios.error as error:
+        line = f"unreadable ({error})"
+    return (f"{emulator.bytes_received} bytes and {len(emulator.received)} instruction packets "
+            f"received, {emulator.dropped_replies} replies dropped (the host did not read), the bus "
+            f"thread's longest pause {1000 * emulator.longest_pause_s:.0f} ms; line settings changed "
+            f"since start: {line}")
+
+
 def main(argv: list[str]) -> None:
     del argv
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, to stderr
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     with make_emulator(FLAGS.arm) as emulator:
+        raw = termios.tcgetattr(emulator.slave_fd)
+
+        def dump(*_):  # kill -USR1: every thread's stack and the bus's counts, to stderr
+            faulthandler.dump_traceback(all_threads=True)
+            print(report(emulator, raw), file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGUSR1, dump)
         # One line a supervisor (or a test) can wait for.
         print(f"emulated {FLAGS.arm} bus ({ARMS[FLAGS.arm].bus}) on {emulator.port}", flush=True)
         while not stopping.wait(0.5):
             if not emulator.running:
                 raise SystemExit("the emulator's thread stopped")
-        print(f"emulated bus closed: {len(emulator.received)} instruction packets kept, "
-              f"{emulator.dropped_replies} replies dropped (the host did not read)", flush=True)
+        print(f"emulated bus closed: {report(emulator, raw)}", flush=True)
 
 
 if __name__ == "__main__":
