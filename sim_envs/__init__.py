@@ -3,6 +3,8 @@
 - ``PandaPickCube-v0``: state observations (proprio + cube position).
 - ``PandaPickCubeVision-v0``: proprio + ``front`` and ``wrist`` camera images.
 - ``SO101PickCube-v0``, ``SO101PickCubeVision-v0``: the same task on the SO-101 arm.
+- ``PandaPegInsert-v0``, ``PandaPegInsertVision-v0``: the Panda inserts a peg it holds into a hole
+  with 1 mm clearance; force/torque in the state (and the hole's position, or cameras).
 
 It also selects a headless OpenGL backend when there is no display (see
 :mod:`sim_envs.rendering`): MuJoCo reads ``MUJOCO_GL`` once, at its first import, so the choice
@@ -15,7 +17,8 @@ from sim_envs.rendering import select_gl_backend
 
 select_gl_backend()
 
-ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0", "SO101PickCube-v0", "SO101PickCubeVision-v0")
+ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0", "SO101PickCube-v0", "SO101PickCubeVision-v0",
+           "PandaPegInsert-v0", "PandaPegInsertVision-v0")
 
 if "PandaPickCube-v0" not in registry:
     register(id="PandaPickCube-v0", entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv")
@@ -29,5 +32,12 @@ if "SO101PickCube-v0" not in registry:
     register(
         id="SO101PickCubeVision-v0",
         entry_point="sim_envs.so101_pick_cube:SO101PickCubeEnv",
+        kwargs={"image_obs": True},
+    )
+if "PandaPegInsert-v0" not in registry:
+    register(id="PandaPegInsert-v0", entry_point="sim_envs.panda_peg_insert:PandaPegInsertEnv")
+    register(
+        id="PandaPegInsertVision-v0",
+        entry_point="sim_envs.panda_peg_insert:PandaPegInsertEnv",
         kwargs={"image_obs": True},
     )

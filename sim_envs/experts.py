@@ -1,10 +1,12 @@
-"""A scripted expert for pick-cube: approach, descend, grasp, lift.
+"""Scripted experts: pick-cube (approach, descend, grasp, lift) and peg insertion (touch down near
+the hole, find it by force, push in).
 
-It stands in for a person wherever there is none (demo recording, the default pipeline, tests) and
+Each stands in for a person wherever there is none (demo recording, the default pipeline, tests) and
 speaks the intervention-device interface of :mod:`serl_launcher.human.base`. It is closed-loop and
 decides its phase from the simulator's state each step, so it can take over from a policy in any
 state (cube knocked away, gripper closed on nothing) and still finish the task. It reads
-privileged simulator state (the cube's position), which is why it lives next to the env.
+privileged simulator state (the cube's or the hole's position), which is why it lives next to
+the envs.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class PickCubeExpert:
         grasp_wait: int = 2,
     ):
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, PickCubeEnv):
+        if not isinstance(unwrapped, PickCubeEnv) or not unwrapped.HAS_CUBE:
             raise TypeError(
                 "PickCubeExpert needs a pick-cube env (PandaPickCubeEnv, SO101PickCubeEnv), "
                 f"got {type(unwrapped).__name__}"
@@ -103,9 +105,84 @@ class PickCubeExpert:
         return DeviceAction(action=action, intervening=True)
 
 
+class PegInsertExpert:
+    """Inserts the peg of :class:`~sim_envs.panda_peg_insert.PandaPegInsertEnv` by touch.
+
+    It knows the hole's position only to within `estimate_error` (uniform per axis, drawn each
+    episode: a camera's estimate), so it finds the hole with the force/torque reading in the
+    state: it lowers the peg over the estimate until the board pushes back (``tcp_force`` z above
+    `contact_force`), then presses lightly while moving along an outward spiral around the
+    estimate until the tip drops into the hole, then pushes in, moving away from the walls'
+    sideways push.
+
+    Args:
+        env: a peg-insertion env (wrappers allowed).
+        noise: standard deviation of Gaussian noise on the translation commands (action units)
+            while the peg is above the board, for diverse demonstrations.
+        seed: seed of the estimate and noise generator.
+        estimate_error: metres, the largest error of the expert's idea of the hole's centre.
+        contact_force: N, the upward force that means the peg is on the board.
+        press: metres below the tip's height each step targets while searching (the press force
+            is about the arm's stiffness times this).
+        spiral_pitch: metres the spiral widens per turn; about the hole's clearance.
+        spiral_step: metres along the spiral per step.
+    """
+
+    def __init__(self, env: gym.Env, noise: float = 0.0, seed: int | None = None,
+                 estimate_error: float = 0.002, contact_force: float = 3.0, press: float = 0.0006,
+                 spiral_pitch: float = 0.0008, spiral_step: float = 0.0008):
+        from sim_envs.panda_peg_insert import PandaPegInsertEnv
+
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, PandaPegInsertEnv):
+            raise TypeError(f"PegInsertExpert needs a PandaPegInsertEnv, got {type(unwrapped).__name__}")
+        if noise < 0 or estimate_error < 0:
+            raise ValueError(f"noise and estimate_error must be >= 0, got {noise} and {estimate_error}")
+        self._env = unwrapped
+        self.noise, self.estimate_error, self.contact_force = noise, estimate_error, contact_force
+        self.press, self.spiral_pitch, self.spiral_step = press, spiral_pitch, spiral_step
+        self._rng = np.random.default_rng(seed)
+        self._rotations = unwrapped.config.action_mode == "xyz_rpy"
+        self.reset()
+
+    def reset(self) -> None:
+        self._estimate_offset = self._rng.uniform(-self.estimate_error, self.estimate_error, 2)
+        self._angle = None  # the spiral's angle once searching (None: not touched down yet)
+
+    def close(self) -> None:
+        pass
+
+    def get_action(self, observation: dict[str, np.ndarray] | None = None) -> DeviceAction:
+        env = self._env
+        force = env.tcp_wrench()[0]  # what the state's tcp_force holds
+        tip, hole = env.peg_tip(), env.hole_pos()
+        estimate = hole[:2] + self._estimate_offset
+        depth = hole[2] - tip[2]  # > 0: the tip is below the board's top, so in the hole
+        if depth > 0.0003:  # dropping in (on the board it sits at 0): push down, yielding to the walls' push
+            target = tip + np.array([*(0.00005 * force[:2]), -0.006])
+        elif self._angle is None and force[2] < self.contact_force:
+            # Above the board: over the estimate, then down (slowly for the last centimetre).
+            xy_error = np.linalg.norm(estimate - tip[:2])
+            down = 0.0 if xy_error > 0.002 else (0.01 if depth < -0.01 else 0.002)
+            target = np.array([*estimate, tip[2] - down])
+        else:  # on the board: press and follow the spiral outward until the tip drops
+            self._angle = 0.0 if self._angle is None else self._angle
+            radius = self.spiral_pitch * self._angle / (2 * np.pi)
+            self._angle += self.spiral_step / max(radius, self.spiral_step)
+            radius = self.spiral_pitch * self._angle / (2 * np.pi)
+            point = estimate + radius * np.array([np.cos(self._angle), np.sin(self._angle)])
+            target = np.array([*point, tip[2] - self.press])
+        translation = np.clip((target - tip) / env.config.pos_scale, -1.0, 1.0)
+        if self.noise > 0 and self._angle is None:
+            translation = np.clip(translation + self._rng.normal(0.0, self.noise, 3), -1.0, 1.0)
+        rotation = [np.zeros(3)] if self._rotations else []
+        action = np.concatenate([translation, *rotation, [conventions.GRIPPER_CLOSE]]).astype(np.float32)
+        return DeviceAction(action=action, intervening=True)
+
+
 def run_expert_episode(
     env: gym.Env,
-    expert: PickCubeExpert,
+    expert: PickCubeExpert | PegInsertExpert,
     seed: int | None = None,
     render: bool = False,
 ) -> dict:

@@ -76,10 +76,9 @@ def make_config(
     return cfg
 
 
-def validate_config(c: config_dict.ConfigDict, n_arm_joints: int, action_modes: tuple[str, ...]) -> None:
-    """Raises ValueError on an inconsistent pick-cube config."""
-    if c.task not in ("pick", "reach"):
-        raise ValueError(f"task must be 'pick' or 'reach', got {c.task!r}")
+def validate_control(c: config_dict.ConfigDict, n_arm_joints: int, action_modes: tuple[str, ...]) -> None:
+    """Raises ValueError on inconsistent keys every arm task has (timing, actions, workspace, reset
+    posture, reward type, episode length)."""
     if c.reward_type not in ("sparse", "dense"):
         raise ValueError(f"reward_type must be 'sparse' or 'dense', got {c.reward_type!r}")
     if c.action_mode not in action_modes:
@@ -94,12 +93,21 @@ def validate_config(c: config_dict.ConfigDict, n_arm_joints: int, action_modes: 
     low, high = np.array(c.workspace_low), np.array(c.workspace_high)
     if low.shape != (3,) or high.shape != (3,) or np.any(low >= high):
         raise ValueError(f"workspace_low {c.workspace_low} must be below workspace_high {c.workspace_high}")
-    if np.any(np.array(c.cube_xy_low) > np.array(c.cube_xy_high)):
-        raise ValueError(f"cube_xy_low {c.cube_xy_low} must not exceed cube_xy_high {c.cube_xy_high}")
-    if c.max_episode_steps < 1 or c.lift_height <= 0:
-        raise ValueError("max_episode_steps must be >= 1 and lift_height > 0")
+    if c.max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {c.max_episode_steps}")
     if len(c.home_qpos) != n_arm_joints:
         raise ValueError(f"home_qpos needs {n_arm_joints} joint angles, got {len(c.home_qpos)}")
+
+
+def validate_config(c: config_dict.ConfigDict, n_arm_joints: int, action_modes: tuple[str, ...]) -> None:
+    """Raises ValueError on an inconsistent pick-cube config."""
+    if c.task not in ("pick", "reach"):
+        raise ValueError(f"task must be 'pick' or 'reach', got {c.task!r}")
+    validate_control(c, n_arm_joints, action_modes)
+    if np.any(np.array(c.cube_xy_low) > np.array(c.cube_xy_high)):
+        raise ValueError(f"cube_xy_low {c.cube_xy_low} must not exceed cube_xy_high {c.cube_xy_high}")
+    if c.lift_height <= 0:
+        raise ValueError(f"lift_height must be > 0, got {c.lift_height}")
 
 
 class PickCubeEnv(gym.Env):
@@ -122,6 +130,13 @@ class PickCubeEnv(gym.Env):
     PAD_GEOMS: tuple[str, ...]  # the gripper geoms that must all touch the cube for a grasp
     CAMERAS = ("front", "wrist")
     CUBE_HALF_SIZE: float
+    HAS_CUBE = True  # False: a task of the same arm and control with other objects (no cube)
+    # The state's fields (state and vision variants), the task's own field sizes and every
+    # field's bounds; a task with other objects (sim_envs.panda_peg_insert) sets its own.
+    STATE_FIELDS = STATE_FIELDS
+    VISION_STATE_FIELDS = VISION_STATE_FIELDS
+    EXTRA_FIELD_SIZES = EXTRA_FIELD_SIZES
+    STATE_BOUNDS = STATE_BOUNDS
 
     @classmethod
     def default_config(cls) -> config_dict.ConfigDict:
@@ -162,7 +177,7 @@ class PickCubeEnv(gym.Env):
             "render_fps": int(round(config.control_hz)),
         }
 
-        self.model = mujoco.MjModel.from_xml_path(str(self.XML_PATH))
+        self.model = self._load_model()
         self.model.opt.timestep = config.physics_dt
         self.model.vis.global_.offwidth = max(config.image_width, 2 * config.render_width, 640)
         self.model.vis.global_.offheight = max(config.image_height, config.render_height, 480)
@@ -174,11 +189,8 @@ class PickCubeEnv(gym.Env):
         self._home_qpos = np.array(config.home_qpos, dtype=np.float64)
         self._controller = self._make_controller()
         self._tcp_site = m.site(self.TCP_SITE).id
-        self._cube_body = m.body(self.CUBE_BODY).id
-        self._cube_qpos = m.joint(self.CUBE_JOINT).qposadr[0]
-        self._cube_dof = m.joint(self.CUBE_JOINT).dofadr[0]
-        self._cube_geom = m.geom(self.CUBE_GEOM).id
         self._pad_geoms = {m.geom(name).id for name in self.PAD_GEOMS}
+        self._bind_task()
         self._gripper_actuator = m.actuator(self.GRIPPER_ACTUATOR).id
         self._camera_ids = {name: m.camera(name).id for name in self.CAMERAS}
 
@@ -190,10 +202,10 @@ class PickCubeEnv(gym.Env):
         self._home_quat_wxyz = conventions.xyzw_to_wxyz(self._home_quat_xyzw)
 
         self.state_layout = conventions.StateLayout.from_names(
-            VISION_STATE_FIELDS if config.image_obs else STATE_FIELDS, EXTRA_FIELD_SIZES
+            self.VISION_STATE_FIELDS if config.image_obs else self.STATE_FIELDS, self.EXTRA_FIELD_SIZES
         )
-        low = np.concatenate([STATE_BOUNDS[name][0] for name in self.state_layout.names])
-        high = np.concatenate([STATE_BOUNDS[name][1] for name in self.state_layout.names])
+        low = np.concatenate([self.STATE_BOUNDS[name][0] for name in self.state_layout.names])
+        high = np.concatenate([self.STATE_BOUNDS[name][1] for name in self.state_layout.names])
         obs_spaces: dict[str, spaces.Space] = {
             "state": spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         }
@@ -222,6 +234,33 @@ class PickCubeEnv(gym.Env):
 
     # ------------------------------------------------------------------ task hooks
 
+    def _load_model(self) -> mujoco.MjModel:
+        return mujoco.MjModel.from_xml_path(str(self.XML_PATH))
+
+    def _bind_task(self) -> None:
+        """Looks up the task's own elements in the model (here the cube)."""
+        m = self.model
+        self._cube_body = m.body(self.CUBE_BODY).id
+        self._cube_qpos = m.joint(self.CUBE_JOINT).qposadr[0]
+        self._cube_dof = m.joint(self.CUBE_JOINT).dofadr[0]
+        self._cube_geom = m.geom(self.CUBE_GEOM).id
+
+    def _reset_task(self, options: dict[str, Any]) -> None:
+        """Places the task's objects for a new episode (here the cube, on the table)."""
+        if "cube_xy" in options:
+            cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
+        else:
+            cube_xy = self.np_random.uniform(self.config.cube_xy_low, self.config.cube_xy_high)
+        d = self.data
+        d.qpos[self._cube_qpos : self._cube_qpos + 3] = (*cube_xy, self.CUBE_HALF_SIZE)
+        d.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = (1.0, 0.0, 0.0, 0.0)
+        self._cube_rest_z = self.CUBE_HALF_SIZE
+
+    def _task_state(self, state: np.ndarray) -> None:
+        """Writes the task's own fields of the state vector (here cube_pos, when observed)."""
+        if "cube_pos" in self.state_layout.names:
+            state[self.state_layout.slice("cube_pos")] = self.data.qpos[self._cube_qpos : self._cube_qpos + 3]
+
     def _make_controller(self) -> ArmController:
         raise NotImplementedError
 
@@ -249,17 +288,19 @@ class PickCubeEnv(gym.Env):
         self._controller.reset(self._home_qpos)
         self._open_gripper()
         self._gripper_closed = False
-
-        if "cube_xy" in options:
-            cube_xy = np.asarray(options["cube_xy"], dtype=np.float64)
-        else:
-            cube_xy = self.np_random.uniform(self.config.cube_xy_low, self.config.cube_xy_high)
-        d.qpos[self._cube_qpos : self._cube_qpos + 3] = (*cube_xy, self.CUBE_HALF_SIZE)
-        d.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = (1.0, 0.0, 0.0, 0.0)
-        self._cube_rest_z = self.CUBE_HALF_SIZE
+        self._reset_task(options)
         mujoco.mj_forward(m, d)
 
         self._target_quat_wxyz = self._home_quat_wxyz.copy()
+        self._reset_tool()
+        self._steps = 0
+        obs = self._observation()
+        if self.render_mode == "human":
+            self.render()
+        return obs, self._info(success=False)
+
+    def _reset_tool(self) -> None:
+        """Moves the tool to where an episode starts (before its first step)."""
         if self.config.tcp_reset_noise > 0:
             # Start from a perturbed tool position: one control step towards a noisy target.
             noise = self.np_random.uniform(-1.0, 1.0, 2) * self.config.tcp_reset_noise
@@ -269,11 +310,6 @@ class PickCubeEnv(gym.Env):
                 np.clip(target, self._ws_low, self._ws_high), self._target_quat_wxyz,
                 self._n_substeps, self._ik_substeps,
             )
-        self._steps = 0
-        obs = self._observation()
-        if self.render_mode == "human":
-            self.render()
-        return obs, self._info(success=False)
 
     def step(
         self, action: np.ndarray
@@ -405,8 +441,7 @@ class PickCubeEnv(gym.Env):
         vel[:3] = self._velocity[3:]  # mujoco returns [angular, linear]
         vel[3:] = self._velocity[:3]
         state[layout.slice("gripper_pose")] = self.gripper_pose()
-        if "cube_pos" in layout.names:
-            state[layout.slice("cube_pos")] = d.qpos[self._cube_qpos : self._cube_qpos + 3]
+        self._task_state(state)
         obs = {"state": state.copy()}
         if self.config.image_obs:
             if self._image_renderer is None:

@@ -1,0 +1,127 @@
+"""Peg insertion (PandaPegInsert-v0): the hole's clearance is real, the force/torque reading is the
+contact's, success is depth in the hole, the force-guided expert succeeds, and the experiment
+trains in the in-process loop."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim_envs  # noqa: F401  (registers the envs)
+from experiments.launch import SMOKE_SETTINGS
+from experiments.mappings import apply_overrides, load_experiment
+from sim_envs.experts import PegInsertExpert, PickCubeExpert, run_expert_episode
+from sim_envs.panda_peg_insert import BOARD_HEIGHT
+
+
+def descend(env, offset_xy, steps=40, push=-0.3):
+    """Holds the peg's tip `offset_xy` from the hole's axis while pushing down; the last obs."""
+    u = env.unwrapped
+    obs = None
+    for _ in range(steps):
+        tip, hole = u.peg_tip(), u.hole_pos()
+        action = np.zeros(4, np.float32)
+        action[:2] = np.clip((hole[:2] + offset_xy - tip[:2]) / u.config.pos_scale, -1, 1)
+        action[2] = push
+        obs, _, terminated, _, _ = env.step(action)
+        if terminated:
+            break
+    return obs
+
+
+def test_the_peg_goes_in_on_the_axis_and_stops_on_the_board_off_it():
+    env = gym.make("PandaPegInsert-v0")
+    u = env.unwrapped
+    layout = u.state_layout
+    assert layout.names == ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque", "hole_pos")
+    obs, info = env.reset(seed=3, options={"hole_xy": (0.5, 0.05), "hole_yaw": 0.3})
+    fields = layout.unpack(obs["state"])
+    np.testing.assert_allclose(fields["hole_pos"], [0.5, 0.05, BOARD_HEIGHT], atol=1e-6)
+    assert np.abs(fields["tcp_force"]).max() < 1.0  # in the air: the peg's weight is compensated
+    assert u.peg_tip()[2] - BOARD_HEIGHT == pytest.approx(u.config.start_height, abs=2e-3)
+    assert info["success"] is False and info["insertion"] == 0.0
+
+    obs = descend(env, np.zeros(2))
+    assert u.is_success() and u.insertion() >= u.config.insert_depth
+
+    # 1.5 mm off the axis: wider than the half clearance (0.5 mm), so the board holds the peg up
+    # and pushes back, and the force/torque reading shows it.
+    env.reset(seed=3, options={"hole_xy": (0.5, 0.05)})
+    obs = descend(env, np.array([0.0015, 0.0]))
+    fields = layout.unpack(obs["state"])
+    assert not u.is_success() and u.insertion() == 0.0
+    assert abs(u.peg_tip()[2] - BOARD_HEIGHT) < 5e-4  # resting on the top face
+    assert fields["tcp_force"][2] > 10.0  # the board pushes up on the peg (base frame, N)
+    assert np.linalg.norm(fields["tcp_torque"]) > 0.05  # the contact is off the tool's centre
+    np.testing.assert_allclose(fields["tcp_force"], np.clip(u.tcp_wrench()[0], -500, 500), atol=1e-4)
+    env.close()
+
+
+def test_a_wider_hole_takes_the_peg_that_a_1mm_hole_refuses():
+    offset = np.array([0.0012, 0.0])
+    tight = gym.make("PandaPegInsert-v0")
+    tight.reset(seed=0, options={"hole_xy": (0.45, 0.0)})
+    descend(tight, offset)
+    assert not tight.unwrapped.is_success()
+    loose = gym.make("PandaPegInsert-v0", hole_clearance=0.004)
+    loose.reset(seed=0, options={"hole_xy": (0.45, 0.0)})
+    descend(loose, offset)
+    assert loose.unwrapped.is_success()
+
+
+def test_the_hole_is_drawn_in_its_range_and_seeds_repeat():
+    env = gym.make("PandaPegInsert-v0")
+    holes = []
+    for seed in range(8):
+        env.reset(seed=seed)
+        holes.append(env.unwrapped.hole_pos())
+    holes = np.array(holes)
+    c = env.unwrapped.config
+    assert np.all(holes[:, :2] >= c.hole_xy_low) and np.all(holes[:, :2] <= c.hole_xy_high)
+    assert len({tuple(h) for h in holes.round(6)}) == 8
+    env.reset(seed=5)
+    np.testing.assert_array_equal(env.unwrapped.hole_pos(), holes[5])
+
+
+def test_the_vision_variant_has_cameras_and_no_hole_position():
+    env = gym.make("PandaPegInsertVision-v0", image_height=32, image_width=48)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"state", "front", "wrist"} and obs["front"].shape == (32, 48, 3)
+    assert "hole_pos" not in env.unwrapped.state_layout.names
+    assert "tcp_force" in env.unwrapped.state_layout.names
+    env.close()
+
+
+def test_bad_peg_configs_are_refused():
+    with pytest.raises(ValueError, match="hole_clearance"):
+        gym.make("PandaPegInsert-v0", hole_clearance=0.0)
+    with pytest.raises(ValueError, match="insert_depth"):
+        gym.make("PandaPegInsert-v0", insert_depth=0.05)
+    with pytest.raises(KeyError, match="unknown PandaPegInsert config key 'cube_xy_low'"):
+        gym.make("PandaPegInsert-v0", cube_xy_low=(0.3, 0.0))
+
+
+def test_the_force_guided_expert_inserts_in_at_least_95_of_100_episodes():
+    env = gym.make("PandaPegInsert-v0")
+    expert = PegInsertExpert(env, seed=0)  # its idea of the hole is up to 2 mm off, per axis
+    results = [run_expert_episode(env, expert, seed=seed) for seed in range(100)]
+    assert sum(r["success"] for r in results) >= 95
+    # It finds the hole by touch: without the force reading it would not stop on the board.
+    blind = PegInsertExpert(env, seed=0, contact_force=1e9)
+    assert sum(run_expert_episode(env, blind, seed=s)["success"] for s in range(10)) <= 3
+    with pytest.raises(TypeError, match="PandaPegInsertEnv"):
+        PegInsertExpert(gym.make("PandaPickCube-v0"))
+    with pytest.raises(TypeError, match="pick-cube env"):
+        PickCubeExpert(env)
+
+
+def test_the_peg_experiment_records_demos_and_trains_in_process():
+    from serl_launcher.inprocess import run_inprocess
+
+    exp = load_experiment("peg_insert_sim")
+    config = exp.get_config()
+    apply_overrides(config, [*SMOKE_SETTINGS, "demos.successes_needed=2", "actor.max_env_steps=200",
+                             "eval.episodes=2", "eval.every_s=0.0"])
+    summary = run_inprocess(exp, config, progress=False)
+    assert summary["env_steps"] == 200 and summary["updates"] > 0 and summary["history"][-1]["episodes"] == 2
