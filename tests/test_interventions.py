@@ -74,4 +74,6 @@ def test_unknown_experiment_lists_the_known_ones(python, subprocess_env):
         capture_output=True, text=True, env=subprocess_env, timeout=120,
     )
     assert result.returncode != 0
-    assert "unknown experiment 'pick_cube_simm'; known experiments: pick_cube_sim" in result.stderr
+    assert "unknown experiment 'pick_cube_simm'; known experiments: " in result.stderr
+    known = result.stderr.split("known experiments: ")[1].split(";")[0].split(", ")
+    assert {"pick_cube_sim", "peg_insert_sim", "so101_real"} <= set(known)
