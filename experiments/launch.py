@@ -42,12 +42,16 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "SERL_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
-def start_role(exp_name: str, role: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def start_role(exp_name: str, role: str, args: list[str], log: Path, env: dict[str, str],
+               niceness: int = 0) -> subprocess.Popen:
     """Runs the experiment's own run_<role>.sh with `args` (output to `log`); an experiment
-    without one (a user's file outside the project) runs through scripts/run_<role>.sh."""
+    without one (a user's file outside the project) runs through scripts/run_<role>.sh.
+    `niceness` > 0 runs it, and every thread and process it starts, at that lower priority."""
     own = experiment_dir(exp_name) / f"run_{role}.sh"
     command = [str(own)] if own.is_file() else [str(SCRIPTS / f"run_{role}.sh"), experiment_ref(exp_name)]
-    return subprocess.Popen(["bash", *command, *args], env=env, stdout=Path(log).open("w"), stderr=subprocess.STDOUT)
+    prefix = ["nice", "-n", str(niceness)] if niceness > 0 else []
+    return subprocess.Popen([*prefix, "bash", *command, *args], env=env, stdout=Path(log).open("w"),
+                            stderr=subprocess.STDOUT)
 
 
 def stop(processes: list[subprocess.Popen], timeout: float = 120) -> None:

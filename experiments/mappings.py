@@ -30,6 +30,8 @@ CONFIG_MAPPING: dict[str, str] = {
     "pick_cube_sim": "experiments.pick_cube_sim.config",
     "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
     "pick_cube_sim_vision_gpu": "experiments.pick_cube_sim_vision_gpu.config",
+    "pick_place_sim": "experiments.pick_place_sim.config",
+    "pick_place_sim_vision": "experiments.pick_place_sim_vision.config",
     "real_arm_template": "experiments.real_arm_template.config",
     "so101_pick_cube_sim": "experiments.so101_pick_cube_sim.config",
     "so101_pick_cube_sim_vision": "experiments.so101_pick_cube_sim_vision.config",

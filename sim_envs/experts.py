@@ -1,5 +1,5 @@
-"""Scripted experts: pick-cube (approach, descend, grasp, lift) and peg insertion (touch down near
-the hole, find it by force, push in).
+"""Scripted experts: pick-cube (approach, descend, grasp, lift), pick-and-place (the same, then carry
+over the bin and let go) and peg insertion (touch down near the hole, find it by force, push in).
 
 Each stands in for a person wherever there is none (demo recording, the default pipeline, tests) and
 speaks the intervention-device interface of :mod:`serl_launcher.human.base`. It is closed-loop and
@@ -70,9 +70,6 @@ class PickCubeExpert:
         env = self._env
         tcp, cube = env.tcp_pos(), env.cube_pos()
         grasp_z = cube[2]
-        # Lift to a fixed height above the cube's resting place (not above where it is now, which
-        # would keep rising with the cube when success does not end the episode).
-        lift_z = grasp_z - env.cube_lift() + env.config.lift_height + 0.04
         xy_error = np.linalg.norm(cube[:2] - tcp[:2])
 
         if env.gripper_closed:
@@ -80,7 +77,7 @@ class PickCubeExpert:
             if self._closed_steps <= self.grasp_wait:
                 target, grip = tcp, conventions.GRIPPER_CLOSE  # let the fingers close
             elif env.is_grasped():
-                target, grip = np.array([tcp[0], tcp[1], lift_z]), conventions.GRIPPER_CLOSE
+                target, grip = self._holding_target(tcp)
             else:  # closed on nothing: open and back off upwards
                 target, grip = tcp + np.array([0.0, 0.0, 0.03]), conventions.GRIPPER_OPEN
         else:
@@ -97,12 +94,69 @@ class PickCubeExpert:
                 if xy_error < 2 * self.xy_tolerance and tcp[2] - grasp_z < 0.008:
                     grip = conventions.GRIPPER_CLOSE
 
-        translation = np.clip((target - tcp) / env.config.pos_scale, -1.0, 1.0)
-        if self.noise > 0 and not env.gripper_closed:  # steady hands while grasping and lifting
+        return self._action(target, grip, noisy=not env.gripper_closed)  # steady hands while holding
+
+    def _holding_target(self, tcp: np.ndarray) -> tuple[np.ndarray, float]:
+        """(tool target, gripper command) once the cube is held: lift it to a fixed height above
+        its resting place (not above where it is now, which would keep rising with the cube when
+        success does not end the episode)."""
+        env = self._env
+        lift_z = env.cube_pos()[2] - env.cube_lift() + env.config.lift_height + 0.04
+        return np.array([tcp[0], tcp[1], lift_z]), conventions.GRIPPER_CLOSE
+
+    def _action(self, target: np.ndarray, grip: float, noisy: bool) -> DeviceAction:
+        env = self._env
+        translation = np.clip((target - env.tcp_pos()) / env.config.pos_scale, -1.0, 1.0)
+        if self.noise > 0 and noisy:
             translation = np.clip(translation + self._rng.normal(0.0, self.noise, 3), -1.0, 1.0)
         rotation = [np.zeros(3)] if self._rotations else []
         action = np.concatenate([translation, *rotation, [grip]]).astype(np.float32)
         return DeviceAction(action=action, intervening=True)
+
+
+class PickPlaceExpert(PickCubeExpert):
+    """Picks the cube of :class:`~sim_envs.panda_pick_place.PandaPickPlaceEnv` (as
+    :class:`PickCubeExpert`), lifts it above the bin's rim, carries it over the bin and lets go;
+    with the cube in the bin it rises and waits there, open. Arguments as :class:`PickCubeExpert`,
+    plus `carry_clearance`: metres between the cube's bottom and the rim while carrying."""
+
+    def __init__(self, env: gym.Env, noise: float = 0.0, seed: int | None = None, carry_clearance: float = 0.03,
+                 **kwargs):
+        from sim_envs.panda_pick_place import PandaPickPlaceEnv
+
+        if not isinstance(env.unwrapped, PandaPickPlaceEnv):
+            raise TypeError(f"PickPlaceExpert needs a PandaPickPlaceEnv, got {type(env.unwrapped).__name__}")
+        super().__init__(env, noise=noise, seed=seed, **kwargs)
+        self.carry_clearance = carry_clearance
+        self.reset()
+
+    def get_action(self, observation: dict[str, np.ndarray] | None = None) -> DeviceAction:
+        env = self._env
+        if env.cube_in_bin() and not env.is_grasped():  # placed: rise clear of the bin, open, and wait
+            tcp = env.tcp_pos()
+            self._closed_steps = 0
+            rest = np.array([tcp[0], tcp[1], env.bin_pos()[2] + env.config.bin_wall_height + 0.08])
+            return self._action(rest, conventions.GRIPPER_OPEN, noisy=False)
+        return super().get_action(observation)
+
+    def _holding_target(self, tcp: np.ndarray) -> tuple[np.ndarray, float]:
+        """Up to carrying height where it is, then over the bin at that height, then let go."""
+        env = self._env
+        cube, floor = env.cube_pos(), env.bin_pos()
+        # The tool is at the cube's centre while it holds it: the cube's bottom clears the rim by
+        # carry_clearance at this tool height.
+        carry_z = floor[2] + env.config.bin_wall_height + self.carry_clearance + (tcp[2] - cube[2]) + 0.02
+        xy_error = np.linalg.norm(floor[:2] - tcp[:2])
+        if tcp[2] < carry_z - 0.01 and xy_error > 0.01:
+            return np.array([tcp[0], tcp[1], carry_z]), conventions.GRIPPER_CLOSE
+        moved, self._last_tcp = np.linalg.norm(tcp - self._last_tcp), tcp
+        if xy_error > 0.01 or moved > 0.004:  # let go over the bin, and only once still there
+            return np.array([floor[0], floor[1], carry_z]), conventions.GRIPPER_CLOSE
+        return tcp, conventions.GRIPPER_OPEN
+
+    def reset(self) -> None:
+        super().reset()
+        self._last_tcp = np.full(3, np.inf)
 
 
 class PegInsertExpert:
@@ -182,7 +236,7 @@ class PegInsertExpert:
 
 def run_expert_episode(
     env: gym.Env,
-    expert: PickCubeExpert | PegInsertExpert,
+    expert: PickCubeExpert | PickPlaceExpert | PegInsertExpert,
     seed: int | None = None,
     render: bool = False,
 ) -> dict:
