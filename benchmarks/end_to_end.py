@@ -145,7 +145,10 @@ def main(argv: list[str]) -> None:
         m = r["marks"]
         print(f"{r['seed']:>4} {t:>15} {str(r['env_steps_to_target'] or '-'):>10} {r['final_success_rate']:>14.0%} "
               f"{fmt(m.get('demos_s')):>11} {fmt(m.get('first_update_s')):>11} {fmt(m.get('first_episode_s')):>12}")
-    out = Path(_JSON_OUT.value or REPO / "benchmarks" / "results" / f"end_to_end_{_EXP.value}.json")
+    from experiments.mappings import experiment_label
+
+    # A file or module path names the experiment by its label (no folders inside results/).
+    out = Path(_JSON_OUT.value or REPO / "benchmarks" / "results" / f"end_to_end_{experiment_label(_EXP.value)}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"exp_name": _EXP.value, "minutes": _MINUTES.value, "target": _TARGET.value,
                                "eval_episodes": _EVAL_EPISODES.value, "results": results}, indent=2) + "\n")
