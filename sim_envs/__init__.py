@@ -22,31 +22,15 @@ select_gl_backend()
 ENV_IDS = ("PandaPickCube-v0", "PandaPickCubeVision-v0", "SO101PickCube-v0", "SO101PickCubeVision-v0",
            "PandaPegInsert-v0", "PandaPegInsertVision-v0", "PandaPickPlace-v0", "PandaPickPlaceVision-v0")
 
-if "PandaPickCube-v0" not in registry:
-    register(id="PandaPickCube-v0", entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv")
-    register(
-        id="PandaPickCubeVision-v0",
-        entry_point="sim_envs.panda_pick_cube:PandaPickCubeEnv",
-        kwargs={"image_obs": True},
-    )
-if "SO101PickCube-v0" not in registry:
-    register(id="SO101PickCube-v0", entry_point="sim_envs.so101_pick_cube:SO101PickCubeEnv")
-    register(
-        id="SO101PickCubeVision-v0",
-        entry_point="sim_envs.so101_pick_cube:SO101PickCubeEnv",
-        kwargs={"image_obs": True},
-    )
-if "PandaPegInsert-v0" not in registry:
-    register(id="PandaPegInsert-v0", entry_point="sim_envs.panda_peg_insert:PandaPegInsertEnv")
-    register(
-        id="PandaPegInsertVision-v0",
-        entry_point="sim_envs.panda_peg_insert:PandaPegInsertEnv",
-        kwargs={"image_obs": True},
-    )
-if "PandaPickPlace-v0" not in registry:
-    register(id="PandaPickPlace-v0", entry_point="sim_envs.panda_pick_place:PandaPickPlaceEnv")
-    register(
-        id="PandaPickPlaceVision-v0",
-        entry_point="sim_envs.panda_pick_place:PandaPickPlaceEnv",
-        kwargs={"image_obs": True},
-    )
+
+def _register(state_id: str, vision_id: str, entry_point: str) -> None:
+    """A task's state and vision ids (the vision one with image_obs on), once per process."""
+    if state_id not in registry:
+        register(id=state_id, entry_point=entry_point)
+        register(id=vision_id, entry_point=entry_point, kwargs={"image_obs": True})
+
+
+_register("PandaPickCube-v0", "PandaPickCubeVision-v0", "sim_envs.panda_pick_cube:PandaPickCubeEnv")
+_register("SO101PickCube-v0", "SO101PickCubeVision-v0", "sim_envs.so101_pick_cube:SO101PickCubeEnv")
+_register("PandaPegInsert-v0", "PandaPegInsertVision-v0", "sim_envs.panda_peg_insert:PandaPegInsertEnv")
+_register("PandaPickPlace-v0", "PandaPickPlaceVision-v0", "sim_envs.panda_pick_place:PandaPickPlaceEnv")

@@ -70,6 +70,20 @@ def get_config() -> config_dict.ConfigDict:
     return c
 
 
+def on_task(exp_name: str, env_id: str, env_config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """This recipe (cameras, image size, classifier, agent) on another camera task's env: its
+    default config `env_config` with images on at this recipe's size, the episode's end left to
+    the classifier."""
+    c = get_config()
+    c.exp_name, c.env_id = exp_name, env_id
+    image_size = c.env.image_height
+    c.env = env_config
+    c.env.image_obs = True
+    c.env.image_height = c.env.image_width = image_size
+    c.env.terminate_on_success = False  # the classifier ends the episode, not the simulator
+    return c
+
+
 def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, classifier: bool = True) -> gym.Env:
     """The actor's env; `classifier=False` gives the bare simulator (for recording frames)."""
     import sim_envs  # noqa: F401  (registers the envs)

@@ -26,12 +26,4 @@ from experiments.pick_place_sim.config import make_expert  # noqa: F401  (the sa
 def get_config() -> config_dict.ConfigDict:
     from sim_envs.panda_pick_place import default_config as env_config
 
-    c = pick_cube_sim_vision.get_config()
-    c.exp_name = "pick_place_sim_vision"
-    c.env_id = "PandaPickPlaceVision-v0"
-    image_size = c.env.image_height
-    c.env = env_config()
-    c.env.image_obs = True
-    c.env.image_height = c.env.image_width = image_size
-    c.env.terminate_on_success = False  # the classifier ends the episode, not the simulator
-    return c
+    return pick_cube_sim_vision.on_task("pick_place_sim_vision", "PandaPickPlaceVision-v0", env_config())

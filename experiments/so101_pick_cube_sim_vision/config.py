@@ -22,12 +22,4 @@ from experiments.pick_cube_sim_vision.config import make_env, make_expert, make_
 def get_config() -> config_dict.ConfigDict:
     from sim_envs.so101_pick_cube import default_config as env_config
 
-    c = pick_cube_sim_vision.get_config()
-    c.exp_name = "so101_pick_cube_sim_vision"
-    c.env_id = "SO101PickCubeVision-v0"
-    image_size = c.env.image_height
-    c.env = env_config()
-    c.env.image_obs = True
-    c.env.image_height = c.env.image_width = image_size
-    c.env.terminate_on_success = False  # the classifier ends the episode, not the simulator
-    return c
+    return pick_cube_sim_vision.on_task("so101_pick_cube_sim_vision", "SO101PickCubeVision-v0", env_config())
