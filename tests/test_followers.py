@@ -5,6 +5,7 @@ limits, and a dropped serial link surfacing as a clear error."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -140,6 +141,41 @@ def test_a_dropped_serial_link_is_a_clear_error_not_a_hang(follower):
     assert still.value.status == 409 and "still fails" in still.value.message
     assert time.monotonic() - started < 15.0
     env.close()
+
+
+def test_a_step_rides_out_a_bus_that_is_silent_for_a_while_and_gives_up_after_recover_timeout(follower):
+    """A bus that stops answering for a few seconds (a USB hiccup, a starved driver) puts the arm
+    in error; a step keeps clearing it, with backoff, until the bus answers again, then moves.
+    With recover_timeout 0 the same silence is an error at once."""
+    kind, emulator, backend, server, home = follower
+    client = RobotClient(server.url, timeout=5.0, retries=0)
+    client.joint_reset()
+
+    def silence(seconds):
+        emulator.inject_fault("no_reply")
+        wait_for(lambda: client.state()["errors"], timeout=20.0)
+        healer = threading.Timer(seconds, emulator.inject_fault, args=(None,))
+        healer.start()
+        return healer
+
+    env = env_for(server, home, request_timeout=5.0, recover_timeout=20.0)
+    env.reset(seed=0)
+    healer = silence(1.5)
+    started = time.monotonic()
+    _, _, _, _, info = env.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
+    healer.join()
+    assert time.monotonic() - started >= 1.0  # it waited for the bus, not a lucky early clear
+    assert any("clear_errors failed" in line for line in info["robot_errors"]), info
+    assert any("bus" in line for line in info["robot_errors"] if "clear_errors failed" not in line), info
+    assert client.state()["errors"] == []
+
+    impatient = env_for(server, home, request_timeout=5.0, recover_timeout=0.0)
+    impatient.reset(seed=0)
+    healer = silence(1.5)
+    with pytest.raises(RobotServerError) as refused:
+        impatient.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
+    healer.join()
+    assert refused.value.status == 409 and "still fails" in refused.value.message
 
 
 def test_a_follower_without_a_calibration_is_refused(tmp_path):

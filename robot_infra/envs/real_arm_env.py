@@ -51,6 +51,7 @@ backoff), so a dropped server never hangs the actor. Constructing the env makes 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ from ml_collections import config_dict
 from robot_infra.robot_server.backend import DEFAULT_IMPEDANCE, IMPEDANCE_LIMITS
 from robot_infra.robot_server.client import RobotClient, RobotServerError
 from serl_launcher import conventions
+
+log = logging.getLogger(__name__)
 
 STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque")
 ACTION_LAYOUTS = conventions.ACTION_LAYOUTS
@@ -103,7 +106,9 @@ def default_config() -> config_dict.ConfigDict:
     c.joint_reset_period = 0  # a joint reset every N episodes (0: never)
     c.reset_scene = False  # ask the server to put the task's objects back (only a simulator can)
     c.open_gripper_on_reset = True
-    c.recover_errors = True  # clear errors at reset, and once in a step whose command met one
+    c.recover_errors = True  # clear errors at reset, and in a step whose command met one
+    c.recover_timeout = 10.0  # seconds a step keeps clearing an error that will not clear (a bus
+    # hiccup, a paused driver) before it raises; 0: one try
     # Impedance (robot_infra.robot_server.backend.IMPEDANCE_LIMITS): compliant while the policy
     # acts, stiffer while resetting.
     c.apply_impedance = True
@@ -154,8 +159,8 @@ def validate_config(c: config_dict.ConfigDict) -> None:
                 "reset_speed", "reset_rot_speed", "reset_tolerance", "reset_timeout", "force_bound", "torque_bound"):
         if not c[key] > 0:
             raise ValueError(f"{key} must be positive, got {c[key]}")
-    if c.retries < 0 or c.retry_backoff < 0 or c.gripper_sleep < 0 or c.joint_reset_period < 0:
-        raise ValueError("retries, retry_backoff, gripper_sleep and joint_reset_period must not be negative")
+    if c.retries < 0 or c.retry_backoff < 0 or c.gripper_sleep < 0 or c.joint_reset_period < 0 or c.recover_timeout < 0:
+        raise ValueError("retries, retry_backoff, gripper_sleep, joint_reset_period and recover_timeout must not be negative")
     if c.max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {c.max_episode_steps}")
     unknown = [f for f in c.state_fields if f not in STATE_FIELDS]
@@ -258,7 +263,7 @@ class RealArmEnv(gym.Env):
         super().reset(seed=seed)
         options = options or {}
         c, client = self.config, self.client
-        cleared = client.clear_errors() if c.recover_errors else []
+        cleared = self._clear_errors() if c.recover_errors else []
         periodic = c.joint_reset_period > 0 and self._episodes % c.joint_reset_period == 0
         if options.get("joint_reset", periodic or c.reset_scene):
             client.joint_reset(scene=c.reset_scene)
@@ -333,14 +338,33 @@ class RealArmEnv(gym.Env):
         return conventions.check_action(action, self.action_space.shape, self.config.action_mode)
 
     def _command(self, send, info: dict[str, Any]) -> None:
-        """Sends a command; if the arm is in error, clears it once (recover_errors) and resends."""
+        """Sends a command; if the arm is in error (409), clears it (recover_errors, see
+        _clear_errors) and resends. What was cleared goes to info["robot_errors"]."""
         try:
             send()
+            return
         except RobotServerError as error:
             if error.status != 409 or not self.config.recover_errors:
                 raise
-            info.setdefault("robot_errors", []).extend(self.client.clear_errors())
-            send()
+        info.setdefault("robot_errors", []).extend(self._clear_errors())
+        send()
+
+    def _clear_errors(self) -> list[str]:
+        """The errors cleared, and a line for each clear that failed and was retried: a clear
+        refused (409: the error persists) is retried with backoff for up to recover_timeout
+        seconds, then the refusal is raised."""
+        deadline = time.monotonic() + self.config.recover_timeout
+        wait, notes = 0.1, []
+        while True:
+            try:
+                return notes + self.client.clear_errors()
+            except RobotServerError as error:
+                if error.status != 409 or time.monotonic() + wait > deadline:
+                    raise
+                notes.append(f"clear_errors failed, retried after {wait:g} s: {error}")
+                log.warning("robot: %s; clearing again in %g s", error, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, 1.0)
 
     def _rotated_target(self, drot: np.ndarray) -> np.ndarray:
         """Pre-multiplies the current orientation by exp(rot_scale * drot), then clips the
