@@ -44,7 +44,7 @@ HOLE_FLOOR = 0.005  # height of the hole's floor above the table
 
 STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque", "hole_pos")
 VISION_STATE_FIELDS = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque")
-EXTRA_FIELD_SIZES = {"hole_pos": 3}
+EXTRA_FIELD_SIZES = {"hole_pos": 3, "hole_offset": 3}
 FORCE_BOUND = 500.0  # N, the force observation's bound (as the real arm's env)
 TORQUE_BOUND = 50.0  # N m
 STATE_BOUNDS = {
@@ -52,6 +52,7 @@ STATE_BOUNDS = {
     "tcp_force": ([-FORCE_BOUND] * 3, [FORCE_BOUND] * 3),
     "tcp_torque": ([-TORQUE_BOUND] * 3, [TORQUE_BOUND] * 3),
     "hole_pos": ([-5.0, -5.0, -1.0], [5.0, 5.0, 5.0]),
+    "hole_offset": ([-5.0, -5.0, -5.0], [5.0, 5.0, 5.0]),  # the hole's mouth minus the peg's tip
 }
 
 
@@ -229,10 +230,14 @@ class PandaPegInsertEnv(PandaPickCubeEnv):
     def _task_state(self, state: np.ndarray) -> None:
         layout = self.state_layout
         force, torque = self.tcp_wrench()
-        state[layout.slice("tcp_force")] = np.clip(force, -FORCE_BOUND, FORCE_BOUND)
-        state[layout.slice("tcp_torque")] = np.clip(torque, -TORQUE_BOUND, TORQUE_BOUND)
+        if "tcp_force" in layout.names:
+            state[layout.slice("tcp_force")] = np.clip(force, -FORCE_BOUND, FORCE_BOUND)
+        if "tcp_torque" in layout.names:
+            state[layout.slice("tcp_torque")] = np.clip(torque, -TORQUE_BOUND, TORQUE_BOUND)
         if "hole_pos" in layout.names:
             state[layout.slice("hole_pos")] = self.hole_pos()
+        if "hole_offset" in layout.names:  # where the hole is from the tip: what a policy must close
+            state[layout.slice("hole_offset")] = self.hole_pos() - self.peg_tip()
 
     def _info(self, success: bool) -> dict[str, Any]:
         return {"success": bool(success), "insertion": self.insertion(), "grasped": True}

@@ -54,6 +54,7 @@ class ArmController(Protocol):
 def add_observation_defaults(c: config_dict.ConfigDict) -> None:
     """The observation defaults every pick-cube task shares (one home for them)."""
     c.image_obs = False
+    c.state_fields = ()  # the state's fields in order; (): the task's default (with or without images)
     c.image_height = 128
     c.image_width = 128
     c.render_height = 256  # render() frames (videos), per camera
@@ -201,9 +202,13 @@ class PickCubeEnv(gym.Env):
         self._home_quat_xyzw /= np.linalg.norm(self._home_quat_xyzw)
         self._home_quat_wxyz = conventions.xyzw_to_wxyz(self._home_quat_xyzw)
 
-        self.state_layout = conventions.StateLayout.from_names(
-            self.VISION_STATE_FIELDS if config.image_obs else self.STATE_FIELDS, self.EXTRA_FIELD_SIZES
-        )
+        names = tuple(config.state_fields) or (self.VISION_STATE_FIELDS if config.image_obs else self.STATE_FIELDS)
+        missing = [n for n in ("tcp_pose", "tcp_vel", "gripper_pose") if n not in names]
+        known = {*self.STATE_FIELDS, *self.VISION_STATE_FIELDS, *self.EXTRA_FIELD_SIZES}
+        if missing or not known.issuperset(names) or len(set(names)) != len(names):
+            raise ValueError(f"state_fields {names} must hold tcp_pose, tcp_vel and gripper_pose once each and "
+                             f"only fields of {self.TASK_NAME}: {sorted(known)}")
+        self.state_layout = conventions.StateLayout.from_names(names, self.EXTRA_FIELD_SIZES)
         low = np.concatenate([self.STATE_BOUNDS[name][0] for name in self.state_layout.names])
         high = np.concatenate([self.STATE_BOUNDS[name][1] for name in self.state_layout.names])
         obs_spaces: dict[str, spaces.Space] = {
