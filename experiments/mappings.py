@@ -27,6 +27,7 @@ from types import ModuleType
 
 CONFIG_MAPPING: dict[str, str] = {
     "peg_insert_sim": "experiments.peg_insert_sim.config",
+    "peg_insert_sim_vision": "experiments.peg_insert_sim_vision.config",
     "pick_cube_sim": "experiments.pick_cube_sim.config",
     "pick_cube_sim_vision": "experiments.pick_cube_sim_vision.config",
     "pick_cube_sim_vision_gpu": "experiments.pick_cube_sim_vision_gpu.config",

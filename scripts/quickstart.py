@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
         print("[quickstart] recording labelled frames and training the reward classifier", flush=True)
         smoke = _SMOKE.value
         checkpoint = prepare_classifier(
-            _EXP_NAME.value, folder, env, settings=[*_SET.value, *(["classifier.steps=300"] if smoke else [])],
+            _EXP_NAME.value, folder, env, settings=[*_SET.value, *(["classifier.steps=100"] if smoke else [])],
             record_flags=["--successes_needed", "60", "--failures_needed", "150", "--hold_steps", "3"] if smoke else [])
         reward_settings = [f"classifier.checkpoint={str(checkpoint)!r}"]
     reward_settings = [*_SET.value, *reward_settings]

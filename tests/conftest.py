@@ -1,7 +1,10 @@
 """Shared test set-up: headless rendering is chosen by sim_envs itself; nothing here mocks it."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,15 @@ from sim_envs.rendering import select_gl_backend
 select_gl_backend()
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One JAX compilation cache for the session, this process and every process a test starts (the
+# learners, actors and evaluators of many tests compile the same smoke-size programs). Fresh per
+# session, so no test sees a program compiled by another checkout.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="serl-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 @pytest.fixture
