@@ -2,7 +2,8 @@
 
 Registered as ``PandaPegInsert-v0`` (state: proprio, force/torque and the hole's position) and
 ``PandaPegInsertVision-v0`` (proprio, force/torque, ``front`` and ``wrist`` camera images; no
-hole position). The control contract is the pick-cube one (:mod:`sim_envs.pick_cube_base`,
+hole position). ``state_fields`` may choose others, e.g. ``hole_offset`` (the hole's mouth
+minus the peg's tip) instead of ``hole_pos``. The control contract is the pick-cube one (:mod:`sim_envs.pick_cube_base`,
 :mod:`serl_launcher.conventions`): ``[dx, dy, dz, gripper]`` (or ``xyz_rpy``) tracked by
 differential IK on the arm's position servos. The hand holds the peg throughout: the gripper
 command is accepted and ignored (the fingers stay closed on the peg).

@@ -204,10 +204,11 @@ class PickCubeEnv(gym.Env):
 
         names = tuple(config.state_fields) or (self.VISION_STATE_FIELDS if config.image_obs else self.STATE_FIELDS)
         missing = [n for n in ("tcp_pose", "tcp_vel", "gripper_pose") if n not in names]
-        known = {*self.STATE_FIELDS, *self.VISION_STATE_FIELDS, *self.EXTRA_FIELD_SIZES}
-        if missing or not known.issuperset(names) or len(set(names)) != len(names):
+        known = tuple(dict.fromkeys((*self.STATE_FIELDS, *self.VISION_STATE_FIELDS, *self.EXTRA_FIELD_SIZES)))
+        if missing or not set(known).issuperset(names) or len(set(names)) != len(names):
             raise ValueError(f"state_fields {names} must hold tcp_pose, tcp_vel and gripper_pose once each and "
-                             f"only fields of {self.TASK_NAME}: {sorted(known)}")
+                             f"only fields of {self.TASK_NAME}: {list(known)}")
+        names = tuple(n for n in known if n in names)  # the task's order, whatever order was given (as RealArmEnv)
         self.state_layout = conventions.StateLayout.from_names(names, self.EXTRA_FIELD_SIZES)
         low = np.concatenate([self.STATE_BOUNDS[name][0] for name in self.state_layout.names])
         high = np.concatenate([self.STATE_BOUNDS[name][1] for name in self.state_layout.names])

@@ -62,6 +62,11 @@ def test_learner_killed_mid_insert_mid_snapshot_mid_checkpoint_loses_and_duplica
                          [learner, actor])
             wait_for(lambda k=k: "[fault] paused at" in text(logs[k]), 240, f"learner {k} to reach {point}",
                      [learner, actor])
+            # A restarted learner may reach its fault point before the actor is back (its programs
+            # come from the compilation cache); the fault pauses one thread, so the actor can still
+            # meet it: wait for that, so each restart is checked below.
+            wait_for(lambda k=k: text(actor_log).count("learner restarted") >= k, 120,
+                     f"the actor to meet learner {k}", [learner, actor])
             kill9(learner)
             assert actor.poll() is None, "the actor must survive the learner's crash"
         learner = start_role("pick_cube_sim", "learner", args, logs[3], env)

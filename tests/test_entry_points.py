@@ -48,7 +48,7 @@ def test_quickstart_pipeline_at_smoke_size(exp_name, python, subprocess_env):
             assert f"video: {report['video']}" in printed and Path(report["video"]).parent == folder
         assert f"metrics: {folder / 'metrics.jsonl'}" in printed
         assert f"metrics: {folder / 'actor-sim-0' / 'metrics.jsonl'}" in printed
-        # The evaluator's one evaluation (the target stopped the run), then the video's.
+        # The evaluator's one evaluation (the target stopped the run), then the video's (state run).
         live = [ev for ev in report["evaluations"] if ev["source"] == "eval/ record"]
         assert len(live) == 1 and live[0]["episodes"] == 2 and live[0]["env_steps"] > 0, report["evaluations"]
         assert live[0]["success_ci_low"] <= live[0]["success_rate"] <= live[0]["success_ci_high"]

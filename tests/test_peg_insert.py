@@ -31,12 +31,13 @@ def descend(env, offset_xy, steps=40, push=-0.3):
 
 
 def test_state_fields_choose_the_state_and_the_hole_offset_is_hole_minus_tip():
-    env = gym.make("PandaPegInsert-v0", state_fields=("tcp_pose", "tcp_vel", "gripper_pose", "hole_offset"))
+    env = gym.make("PandaPegInsert-v0", state_fields=("hole_offset", "tcp_vel", "gripper_pose", "tcp_pose"))
     u = env.unwrapped
-    assert u.state_layout.names == ("tcp_pose", "tcp_vel", "gripper_pose", "hole_offset")
+    assert u.state_layout.names == ("tcp_pose", "tcp_vel", "gripper_pose", "hole_offset")  # the task's order
     assert env.observation_space["state"].shape == (7 + 6 + 1 + 3,)
     obs, _ = env.reset(seed=1)
     for _ in range(3):
+        assert env.observation_space.contains(obs)
         np.testing.assert_allclose(u.state_layout.unpack(obs["state"])["hole_offset"], u.hole_pos() - u.peg_tip(), atol=1e-6)
         obs, *_ = env.step(np.array([0.5, -0.3, -0.2, 0.0], np.float32))
     env.close()

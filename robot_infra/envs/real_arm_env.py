@@ -45,8 +45,11 @@ optional uniform noise in x, y, z and yaw, and wait until the tool is within
 
 Failures: a server that does not answer raises :class:`RobotConnectionError` naming the URL
 and the request after ``1 + retries`` attempts of ``request_timeout`` seconds each (with
-backoff), so a dropped server never hangs the actor. Constructing the env makes no request
-(a learner builds it for its spaces only).
+backoff), so a dropped server never hangs the actor. An arm in error (the server answers 409)
+is cleared and the command sent again (``recover_errors``); an error that will not clear yet or
+comes back (a servo bus silent for a moment) is retried with backoff for up to
+``recover_timeout`` seconds per step or reset, each try listed in ``info["robot_errors"]``,
+then raised. Constructing the env makes no request (a learner builds it for its spaces only).
 """
 
 from __future__ import annotations
@@ -107,8 +110,9 @@ def default_config() -> config_dict.ConfigDict:
     c.reset_scene = False  # ask the server to put the task's objects back (only a simulator can)
     c.open_gripper_on_reset = True
     c.recover_errors = True  # clear errors at reset, and in a step whose command met one
-    c.recover_timeout = 10.0  # seconds a step keeps clearing an error that will not clear (a bus
-    # hiccup, a paused driver) before it raises; 0: one try
+    c.recover_timeout = 10.0  # seconds a step (or reset) keeps clearing and resending while the
+    # error comes back or will not clear (a bus hiccup, a paused driver) before it raises; 0: one
+    # clear and one resend
     # Impedance (robot_infra.robot_server.backend.IMPEDANCE_LIMITS): compliant while the policy
     # acts, stiffer while resetting.
     c.apply_impedance = True
@@ -296,21 +300,22 @@ class RealArmEnv(gym.Env):
         c = self.config
         a = self._check_action(action)
         info: dict[str, Any] = {}
+        deadline = started + c.recover_timeout  # one budget for the step's commands' recovery
 
         grip = a[-1]
         toggled = False
         if grip >= conventions.GRIPPER_DEAD_BAND and not self._gripper_closed:
-            self._command(lambda: self.client.gripper("close"), info)
+            self._command(lambda: self.client.gripper("close"), info, deadline)
             self._gripper_closed, toggled = True, True
         elif grip <= -conventions.GRIPPER_DEAD_BAND and self._gripper_closed:
-            self._command(lambda: self.client.gripper("open"), info)
+            self._command(lambda: self.client.gripper("open"), info, deadline)
             self._gripper_closed, toggled = False, True
 
         position = np.clip(self._pose[:3] + c.pos_scale * a[:3], self._ws_low, self._ws_high)
         if c.action_mode == "xyz_rpy":
             self._target_quat_wxyz = self._rotated_target(a[3:6])
         target = np.concatenate([position, conventions.wxyz_to_xyzw(self._target_quat_wxyz)])
-        self._command(lambda: self.client.set_pose(target.tolist()), info)
+        self._command(lambda: self.client.set_pose(target.tolist()), info, deadline)
         if toggled and c.gripper_sleep > 0:
             time.sleep(c.gripper_sleep)
 
@@ -337,33 +342,41 @@ class RealArmEnv(gym.Env):
     def _check_action(self, action: Any) -> np.ndarray:
         return conventions.check_action(action, self.action_space.shape, self.config.action_mode)
 
-    def _command(self, send, info: dict[str, Any]) -> None:
-        """Sends a command; if the arm is in error (409), clears it (recover_errors, see
-        _clear_errors) and resends. What was cleared goes to info["robot_errors"]."""
-        try:
-            send()
-            return
-        except RobotServerError as error:
-            if error.status != 409 or not self.config.recover_errors:
-                raise
-        info.setdefault("robot_errors", []).extend(self._clear_errors())
-        send()
+    def _command(self, send, info: dict[str, Any], deadline: float) -> None:
+        """Sends a command. If the arm is in error (409) and recover_errors is on, clears the
+        error (see _clear_errors) and sends again, until the command goes through; past
+        `deadline` (time.monotonic()) the next refusal is raised. The first clear and resend
+        always happen. What was cleared goes to info["robot_errors"]."""
+        tried = False
+        while True:
+            try:
+                send()
+                return
+            except RobotServerError as error:
+                if error.status != 409 or not self.config.recover_errors or (tried and time.monotonic() >= deadline):
+                    raise
+            tried = True
+            info.setdefault("robot_errors", []).extend(self._clear_errors(deadline))
 
-    def _clear_errors(self) -> list[str]:
-        """The errors cleared, and a line for each clear that failed and was retried: a clear
-        refused (409: the error persists) is retried with backoff for up to recover_timeout
-        seconds, then the refusal is raised."""
-        deadline = time.monotonic() + self.config.recover_timeout
+    def _clear_errors(self, deadline: float | None = None) -> list[str]:
+        """The errors cleared, and a line for each clear that was refused and retried. A clear
+        refused with 409 (the error persists: a bus that does not answer yet) is retried with
+        backoff until `deadline` (default: recover_timeout from now), then the refusal is raised;
+        the first try always happens."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.recover_timeout
         wait, notes = 0.1, []
         while True:
             try:
                 return notes + self.client.clear_errors()
             except RobotServerError as error:
-                if error.status != 409 or time.monotonic() + wait > deadline:
+                left = deadline - time.monotonic()
+                if error.status != 409 or left <= 0:
                     raise
-                notes.append(f"clear_errors failed, retried after {wait:g} s: {error}")
-                log.warning("robot: %s; clearing again in %g s", error, wait)
-                time.sleep(wait)
+                pause = min(wait, left)
+                notes.append(f"clear_errors refused, tried again after {pause:.2g} s: {error}")
+                log.warning("robot: %s; clearing again in %.2g s", error, pause)
+                time.sleep(pause)
                 wait = min(2 * wait, 1.0)
 
     def _rotated_target(self, drot: np.ndarray) -> np.ndarray:
