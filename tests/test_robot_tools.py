@@ -356,10 +356,14 @@ def test_a_reply_that_arrived_while_the_driver_was_not_running_is_read_not_timed
             serial_port = driver._port_handler.ser
             read, stalls = serial_port.read, [1]
 
-            def stalled_read(size=1):  # an empty read, then 100 ms off the CPU: the reply lands meanwhile
+            def stalled_read(size=1):  # an empty read, then off the CPU past the timeout: the reply lands meanwhile
                 if stalls:
                     stalls.pop()
-                    time.sleep(0.1)
+                    start = time.monotonic()  # the bus's own process may be slow on a loaded machine: wait for it
+                    while serial_port.in_waiting == 0 and time.monotonic() - start < 10.0:
+                        time.sleep(0.005)
+                    time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))  # well past the 20 ms timeout
+                    assert serial_port.in_waiting > 0, "the emulator did not answer within 10 s"
                     return b""
                 return read(size)
 
