@@ -4,8 +4,9 @@
 - ``make_env(config, render_mode=None) -> gym.Env`` (the actor's env, without interventions),
 - ``make_expert(env, config, seed=None) -> InterventionDevice | None`` (who intervenes; None:
   nobody; `seed`, default ``config.seed``, seeds a scripted person: each actor passes its own);
-- optionally ``make_spaces(config) -> (observation_space, action_space)``, which the learner uses
-  instead of building the env (for a real arm: without opening cameras or loading a classifier).
+- optionally ``make_spaces(config) -> ExperimentSpaces`` (the spaces and the state's layout; two
+  spaces alone are taken too), which the learner uses instead of building the env (for a real
+  arm: without opening cameras or loading a classifier).
 
 An experiment is named by a registered name (:data:`CONFIG_MAPPING`), a dotted module path
 (``my_lab.tasks.insert``, importable from the environment), or the path of a Python file (or of a
@@ -24,6 +25,12 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from serl_launcher.conventions import StateLayout
 
 CONFIG_MAPPING: dict[str, str] = {
     "peg_insert_sim": "experiments.peg_insert_sim.config",
@@ -139,14 +146,31 @@ def _load_file(file: Path) -> ModuleType:
     return module
 
 
-def experiment_spaces(exp: ModuleType, config):
-    """(observation_space, action_space) of an experiment: its ``make_spaces`` where it has one
-    (no camera, arm or classifier opened), else those of an env it builds and closes."""
+class ExperimentSpaces(NamedTuple):
+    """What the learner and the data tools know of an experiment's env without running it."""
+
+    observation_space: gym.spaces.Dict
+    action_space: gym.spaces.Box
+    state_layout: StateLayout | None  # the state's named fields (None: an env that names none)
+
+
+def env_spaces(env: gym.Env) -> ExperimentSpaces:
+    """An env's spaces and the state layout of it (or of its outermost wrapper that has one)."""
+    from serl_launcher.wrappers.grasp_penalty import wrapper_attr
+
+    return ExperimentSpaces(env.observation_space, env.action_space, wrapper_attr(env, "state_layout"))
+
+
+def experiment_spaces(exp: ModuleType, config) -> ExperimentSpaces:
+    """An experiment's spaces and state layout: its ``make_spaces`` where it has one (no camera,
+    arm or classifier opened; it returns :class:`ExperimentSpaces`, or the two spaces alone),
+    else those of an env it builds and closes."""
     if hasattr(exp, "make_spaces"):
-        return exp.make_spaces(config)
+        made = exp.make_spaces(config)
+        return ExperimentSpaces(*made) if len(made) == 3 else ExperimentSpaces(*made, None)
     env = exp.make_env(config)
     try:
-        return env.observation_space, env.action_space
+        return env_spaces(env)
     finally:
         env.close()
 

@@ -26,7 +26,7 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatab
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.mappings import load_for_entry_point
+    from experiments.mappings import env_spaces, load_for_entry_point
     from serl_launcher.data import DemoFormatError, DemoReading, load_demos, save_demos
 
     exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
@@ -37,14 +37,16 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     env = exp.make_env(config)
+    spaces = env_spaces(env)  # the converted file names the env's state fields: it is read as holding them
     try:
-        transitions = load_demos(_INPUT.value, env.observation_space, env.action_space,
-                                 require_grasp_penalty=bool(config.agent.learned_gripper), reading=reading)
+        transitions = load_demos(_INPUT.value, spaces.observation_space, spaces.action_space,
+                                 require_grasp_penalty=bool(config.agent.learned_gripper), reading=reading,
+                                 state_layout=spaces.state_layout)
     except (DemoFormatError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     finally:
         env.close()
-    path = save_demos(_OUTPUT.value, transitions)
+    path = save_demos(_OUTPUT.value, transitions, spaces.state_layout)
     episodes = sum(bool(t["dones"]) for t in transitions)
     print(f"converted {len(transitions)} transitions ({episodes} episode ends) from {_INPUT.value} to {path}")
 

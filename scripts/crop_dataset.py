@@ -144,7 +144,7 @@ def first_demo_frames(path: Path) -> dict:
 
 
 def crop_demo_file(src: Path, dst: Path, rois: dict, size) -> int:
-    from serl_launcher.data import load_demos, save_demos
+    from serl_launcher.data import demo_state_layout, load_demos, save_demos
     from serl_launcher.utils import images
 
     if dst.suffix != ".npz":
@@ -157,7 +157,7 @@ def crop_demo_file(src: Path, dst: Path, rois: dict, size) -> int:
             for camera, roi in rois.items():
                 frame = t[name][camera]
                 t[name][camera] = images.resize(images.crop(frame, roi), size or frame.shape[:2])
-    save_demos(dst, transitions)
+    save_demos(dst, transitions, demo_state_layout(src))  # the same state fields as the source
     return len(transitions)
 
 

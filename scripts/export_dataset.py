@@ -60,13 +60,14 @@ def main(argv: list[str]) -> None:
     fps = _FPS.value or config.get("env", {}).get("control_hz")
     if not fps and _FORMAT.value == "lerobot":
         raise app.UsageError("this experiment's config has no env.control_hz: pass --fps")
-    obs_space, act_space = experiment_spaces(exp, config)
+    obs_space, act_space, state_layout = experiment_spaces(exp, config)
     demos = [resolve_path(_EXP_NAME.value, p) for p in _INPUT.value]
     if not demos and not _RUN.value:
         demos = demo_files(config)
     runs = [run_dir(_EXP_NAME.value, r) / "buffers" / "online" for r in _RUN.value]
     try:
-        episodes, sources = gather_episodes(demos, runs, obs_space, act_space, DemoReading.from_config(config))
+        episodes, sources = gather_episodes(demos, runs, obs_space, act_space, DemoReading.from_config(config),
+                                            state_layout)
     except (DemoFormatError, BufferFormatError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     if not episodes:

@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
         mapping = LeRobotMapping.from_config(config.demos.lerobot)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    obs_space, act_space = experiment_spaces(exp, config)
+    obs_space, act_space, state_layout = experiment_spaces(exp, config)
     started = time.perf_counter()
     bar = tqdm(desc="video frames decoded", unit="frame")
     try:
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> None:
     if path.exists():
         raise app.UsageError(f"{path} exists; pass --output for another file (or delete it first)")
     try:
-        save_demos(path, transitions)
+        save_demos(path, transitions, state_layout)
     except (DemoFormatError, OSError) as error:
         raise app.UsageError(f"cannot write {path}: {error}") from None
     seconds = time.perf_counter() - started

@@ -26,6 +26,7 @@ def main(argv: list[str]) -> None:
     from tqdm import tqdm
 
     from experiments.mappings import (
+        env_spaces,
         experiment_dir,
         experiment_label,
         load_for_entry_point,
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> None:
     bar.close()
     name = f"{experiment_label(_EXP_NAME.value)}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
     path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
-    save_demos(path, transitions)
+    save_demos(path, transitions, env_spaces(env).state_layout)
     print(f"saved {len(transitions)} transitions from {_SUCCESSES.value} successful episodes to {path}")
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     import jax
     from tqdm import tqdm
 
-    from experiments.mappings import demo_files, load_for_entry_point, run_dir
+    from experiments.mappings import demo_files, env_spaces, load_for_entry_point, run_dir
     from serl_launcher.actor import evaluate_policy
     from serl_launcher.agents.bc import BCAgent, bc_config_for
     from serl_launcher.data import DemoFormatError, DemoReading, ReplayBuffer, load_demos
@@ -54,11 +54,12 @@ def main(argv: list[str]) -> None:
                              "--eval_checkpoint_step -1 when the arm is free (--eval_n_trajs 0 here)")
     env = exp.make_env(config)
     try:
-        obs_space, act_space = env.observation_space, env.action_space
+        obs_space, act_space, state_layout = env_spaces(env)
         transitions, sources = [], []
         try:
             for path in demo_files(config):
-                loaded = load_demos(path, obs_space, act_space, reading=DemoReading.from_config(config))
+                loaded = load_demos(path, obs_space, act_space, reading=DemoReading.from_config(config),
+                                    state_layout=state_layout)
                 transitions += loaded
                 sources.append(f"{len(loaded)} from {path}")
             for run in _HG_DAGGER.value:

@@ -58,7 +58,7 @@ def run_learner(exp, config, run_dir) -> None:
     if distributed and config.learner.distributed.process_id > 0:
         from serl_launcher.learner import follow
 
-        steps = follow(config, *spaces)
+        steps = follow(config, spaces.observation_space, spaces.action_space)
         print(f"[learner {config.learner.distributed.process_id}] done: {steps} steps", flush=True)
         return
     demo_paths = demo_files(config)
@@ -85,8 +85,9 @@ def run_learner(exp, config, run_dir) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     try:
-        learner = Learner(config, *spaces, run_dir, make_server=lambda *a: LearnerServer(tcfg, *a),
-                          demo_paths=demo_paths, actor_from=actor_from, agent_from=agent_from)
+        learner = Learner(config, spaces.observation_space, spaces.action_space, run_dir,
+                          make_server=lambda *a: LearnerServer(tcfg, *a), demo_paths=demo_paths,
+                          actor_from=actor_from, agent_from=agent_from, state_layout=spaces.state_layout)
     except StoreRecoveryError as error:
         raise app.UsageError(f"cannot resume {run_dir}: {error}") from None
     except DemoFormatError as error:

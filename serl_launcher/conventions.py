@@ -104,6 +104,21 @@ class StateLayout:
             raise ValueError(f"unknown state fields {unknown}; known: {sorted(sizes)}")
         return cls(tuple((n, sizes[n]) for n in names))
 
+    def to_json(self) -> list[list]:
+        """``[[name, size], ...]``: what demo files record of the state they hold."""
+        return [[name, size] for name, size in self.fields]
+
+    @classmethod
+    def from_json(cls, value) -> StateLayout:
+        """The inverse of :meth:`to_json`; ValueError for anything else."""
+        if not isinstance(value, list) or not value or not all(
+                isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and type(f[1]) is int for f in value):
+            raise ValueError(f"a state layout is a non-empty list of [name, size] pairs, not {value!r:.200}")
+        return cls(tuple((name, size) for name, size in value))
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(f"{name} ({size})" for name, size in self.fields) + "]"
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.fields)

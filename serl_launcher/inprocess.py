@@ -47,7 +47,7 @@ from serl_launcher.utils.rollouts import (
     record_demos,
 )
 from serl_launcher.utils.sharding import learner_mesh, replicate, shard_batch
-from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
+from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty, wrapper_attr
 
 
 def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str | Path | None = None,
@@ -86,7 +86,8 @@ def run_inprocess(exp: ModuleType, config: config_dict.ConfigDict, run_dir: str 
             finally:
                 demo_env.close()
         if demo_paths:
-            load_demos_into(demo, [Path(p) for p in demo_paths], DemoReading.from_config(c))  # as the learner does
+            load_demos_into(demo, [Path(p) for p in demo_paths], DemoReading.from_config(c),  # as the learner does
+                            wrapper_attr(env, "state_layout"))
         check_demo_supply(c, len(demo), "in-process loop")
         writer = MetricsWriter.for_run(Path(run_dir) / "metrics.jsonl", c, run_dir, "inprocess") if run_dir else None
 

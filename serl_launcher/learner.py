@@ -39,6 +39,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from serl_launcher.agents.sac import SACAgent
+from serl_launcher.conventions import StateLayout
 from serl_launcher.data import DemoReading, Prefetcher, sample_mixed
 from serl_launcher.data.rate_limiter import SampleToInsertRatio
 from serl_launcher.data.store import DataStore
@@ -158,11 +159,13 @@ class Learner:
             (``agent.init_actor_from``, resolved; ignored when resuming).
         agent_from: another run's folder whose latest checkpoint a fresh run's whole agent
             starts from (``agent.init_from``, resolved; ignored when resuming).
+        state_layout: the env's state fields (demo files and a resumed store are checked against
+            them; None: not checked).
     """
 
     def __init__(self, config: config_dict.ConfigDict, observation_space, action_space, run_dir: Path,
                  make_server: Callable, demo_paths: list[Path] = (), actor_from: Path | None = None,
-                 agent_from: Path | None = None):
+                 agent_from: Path | None = None, state_layout: StateLayout | None = None):
         self.config, self.run_dir = config, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.observation_space, self.action_space = observation_space, action_space
@@ -173,7 +176,8 @@ class Learner:
                                seed=config.seed, include_grasp_penalty=config.agent.learned_gripper,
                                sync=c.log_sync, demo_paths=demo_paths,
                                demo_reading=DemoReading.from_config(config),
-                               resuming=self.checkpoints.latest_step() is not None, salvage=c.salvage)
+                               resuming=self.checkpoints.latest_step() is not None, salvage=c.salvage,
+                               state_layout=state_layout)
         self.online, self.demo = self.store.online, self.store.demo
         print(f"[learner] {self.store.describe_recovery()}", flush=True)
         self.agent = SACAgent.create(jax.random.PRNGKey(config.seed), observation_space, action_space, config.agent)

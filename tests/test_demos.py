@@ -412,3 +412,41 @@ def test_the_learner_refuses_to_start_without_demos_unless_told(tmp_path, subpro
                              "--set", f"demos.paths=({str(tmp_path / 'old.pkl')!r},)"],
                             capture_output=True, text=True, env=subprocess_env, timeout=300)
     assert result.returncode != 0 and "old.pkl: not a demo archive" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_file_names_its_state_fields_and_one_recorded_with_other_fields_is_refused(tmp_path):
+    """Two layouts of the same size (a task's env.state_fields changed since recording): read
+    silently, every value would sit in another field's place."""
+    from serl_launcher.conventions import StateLayout
+    from serl_launcher.data import demo_state_layout
+
+    recorded = StateLayout((("tcp_pos", 3), ("hole_pos", 2)))
+    now = StateLayout((("tcp_pos", 3), ("hole_offset", 2)))
+    path = save_demos(tmp_path / "demos.npz", ours(0, 4), recorded)
+    assert demo_state_layout(path) == recorded
+    assert len(load_demos(path, OBS_SPACE, ACT_SPACE, state_layout=recorded)) == 4
+    with pytest.raises(DemoFormatError, match=r"hole_pos \(2\)\]; this env's state is .*hole_offset \(2\)\].*"
+                                              r"env.state_fields=\('tcp_pos', 'hole_pos'\)"):
+        load_demos(path, OBS_SPACE, ACT_SPACE, state_layout=now)
+    buf = ReplayBuffer(OBS_SPACE, ACT_SPACE, capacity=32)
+    with pytest.raises(DemoFormatError, match="recorded with the state fields"):
+        load_demos_into(buf, [path], state_layout=now)
+    assert len(buf) == 0  # nothing of the file went in
+
+    # A file written before layouts were recorded loads, with a warning that it was not checked.
+    old = save_demos(tmp_path / "old.npz", ours(0, 3))
+    assert demo_state_layout(old) is None
+    with pytest.warns(UserWarning, match="does not name its state's fields"):
+        assert len(load_demos(old, OBS_SPACE, ACT_SPACE, state_layout=now)) == 3
+    # A layout that does not fit the state, or a forged one, is an error.
+    with pytest.raises(DemoFormatError, match="holds 4 values"):
+        save_demos(tmp_path / "bad.npz", ours(0, 3), StateLayout((("tcp_pos", 4),)))
+    forged = tmp_path / "forged.npz"
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    manifest = json.loads(bytes(arrays["manifest"]))
+    manifest["state_layout"] = [["tcp_pos", "3"]]
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
+    np.savez(forged, **arrays)
+    with pytest.raises(DemoFormatError, match="a state layout is a non-empty list"):
+        load_demos(forged, OBS_SPACE, ACT_SPACE, state_layout=now)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import jax
 import pytest
 
-from experiments.mappings import CONFIG_MAPPING, apply_overrides, experiment_dir, load_experiment
+from experiments.mappings import (
+    CONFIG_MAPPING,
+    apply_overrides,
+    env_spaces,
+    experiment_dir,
+    load_experiment,
+)
 
 REAL_EXPERIMENTS = ("real_arm_template", "so101_real")  # below, and tests/test_sim_to_real.py
 SIM_EXPERIMENTS = sorted(n for n in CONFIG_MAPPING if n not in REAL_EXPERIMENTS)
@@ -95,7 +101,7 @@ def test_real_arm_template_runs_against_the_mujoco_robot_server(tmp_path):
         assert obs["front"].shape == obs["wrist"].shape == (128, 128, 3)
         assert env.observation_space.contains(obs)
         # The learner's view: the same spaces without opening a camera or asking the server.
-        assert exp.make_spaces(config) == (env.observation_space, env.action_space)
+        assert exp.make_spaces(config) == env_spaces(env)
         config.agent.encoder.allow_random_frozen = True  # no pretrained weights in the tests
         agent = SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
         del agent  # the paper-sized agent builds for this env's spaces

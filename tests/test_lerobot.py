@@ -379,7 +379,7 @@ def test_export_and_import_scripts_end_to_end(tmp_path, python, subprocess_env):
 
     exp = load_experiment("pick_cube_sim_vision")
     config = exp.get_config()
-    obs_space, act_space = exp.make_spaces(config)
+    obs_space, act_space, _ = exp.make_spaces(config)
     rng = np.random.default_rng(0)
     transitions = []
     for _ in range(2):

@@ -142,3 +142,30 @@ def test_the_peg_experiment_records_demos_and_trains_in_process():
                              "eval.episodes=2", "eval.every_s=0.0"])
     summary = run_inprocess(exp, config, progress=False)
     assert summary["env_steps"] == 200 and summary["updates"] > 0 and summary["history"][-1]["episodes"] == 2
+
+
+def test_demos_recorded_with_the_holes_position_are_refused_by_a_learner_that_reads_its_offset(
+        tmp_path, python, subprocess_env):
+    """The two layouts have the same size: without the file naming its fields, the learner would
+    train on positions read as offsets. record_demos.py and the learner, as a user runs them."""
+    import subprocess
+
+    from conftest import REPO
+
+    from experiments.launch import role_args
+
+    old_fields = '("tcp_pose","tcp_vel","gripper_pose","tcp_force","tcp_torque","hole_pos")'
+    demo = tmp_path / "old_demos" / "peg.npz"
+    recorded = subprocess.run(
+        [python, str(REPO / "scripts/record_demos.py"), "--exp_name", "peg_insert_sim", "--successes_needed", "1",
+         "--output", str(demo), "--set", f"env.state_fields={old_fields}"],
+        env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    learner = subprocess.run(
+        [python, str(REPO / "scripts/train_rlpd.py"), "--exp_name", "peg_insert_sim", "--learner",
+         *role_args(str(tmp_path / "run"), [*SMOKE_SETTINGS, f'demos.paths=["{demo.parent}"]'])],
+        env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert learner.returncode != 0
+    assert "recorded with the state fields [tcp_pose (7), tcp_vel (6), gripper_pose (1), tcp_force (3), " \
+           "tcp_torque (3), hole_pos (3)]" in learner.stderr, learner.stderr[-3000:]
+    assert "hole_offset (3)]" in learner.stderr and "record the demos again" in learner.stderr

@@ -22,7 +22,7 @@ from test_followers import write_calibration
 
 import sim_envs  # noqa: F401
 from experiments.launch import SMOKE_SETTINGS, role_args, start_role, stop
-from experiments.mappings import apply_overrides, load_experiment
+from experiments.mappings import apply_overrides, env_spaces, load_experiment
 from serl_launcher.agents.sac import SACAgent
 from serl_launcher.classifier import build_model, save_classifier
 from serl_launcher.data import save_demos
@@ -38,7 +38,7 @@ def make_sim_run(folder, config) -> None:
     """What a sim run leaves behind: a checkpoint of its agent (the learner's CheckpointManager)
     and a demo file of the simulated task (the format record_demos.py writes)."""
     exp = load_experiment(SIM)
-    observation_space, action_space = exp.make_spaces(config)
+    observation_space, action_space, _ = exp.make_spaces(config)
     agent = SACAgent.create(jax.random.PRNGKey(7), observation_space, action_space, config.agent)
     manager = CheckpointManager(folder / "run" / "checkpoints")
     manager.save(500, agent, observation_space, action_space)
@@ -54,13 +54,13 @@ def make_sim_run(folder, config) -> None:
                                            info["grasp_penalty"]))
         obs = next_obs if not (terminated or truncated) else env.reset()[0]
     env.close()
-    save_demos(folder / "demos" / "sim_demos.npz", transitions)
+    save_demos(folder / "demos" / "sim_demos.npz", transitions, env_spaces(env).state_layout)
 
 
 def test_so101_real_has_the_sim_tasks_spaces_and_refuses_another_runs_checkpoint(tmp_path):
     sim, real = load_experiment(SIM), load_experiment(REAL)
     sim_config, real_config = sim.get_config(), real.get_config()
-    assert sim.make_spaces(sim_config) == real.make_spaces(real_config)
+    assert sim.make_spaces(sim_config) == real.make_spaces(real_config)  # the spaces and the state's fields
     assert real_config.agent.to_dict() == sim_config.agent.to_dict()
     # A state-based sim run has other spaces: continuing from it is refused, naming them.
     state = load_experiment("so101_pick_cube_sim")
@@ -72,7 +72,7 @@ def test_so101_real_has_the_sim_tasks_spaces_and_refuses_another_runs_checkpoint
     manager.wait()
     manager.close()
     env.close()
-    spaces = real.make_spaces(real_config)
+    spaces = real.make_spaces(real_config)[:2]
     real_agent = SACAgent.create(jax.random.PRNGKey(0), *spaces, real_config.agent)
     with pytest.raises(ValueError, match="observation space"):
         continue_from(real_agent, tmp_path / "state_run", *spaces)
@@ -182,6 +182,6 @@ def run_real(tmp_path, video: str, server_url: str, subprocess_env, sim_config) 
     assert replay and replay[-1]["replay/demo"] == 30  # the sim demos, in the real run's demo buffer
     assert replay[-1]["replay/online"] > 0  # transitions from the (emulated) arm
     # The real run's spaces are the sim run's: its own checkpoint restores into the sim agent's shape.
-    real_spaces = load_experiment(REAL).make_spaces(real_config)
+    real_spaces = load_experiment(REAL).make_spaces(real_config)[:2]
     sim_agent = SACAgent.create(jax.random.PRNGKey(0), *real_spaces, sim_config.agent)
     continue_from(sim_agent, run, *real_spaces)

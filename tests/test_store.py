@@ -526,3 +526,20 @@ def test_a_failing_spool_disk_drops_oldest_and_keeps_the_queue_consistent(tmp_pa
     box.ack(4)
     assert box.pending == 0
     box.close()
+
+
+def test_a_store_written_with_other_state_fields_refuses_to_resume(tmp_path):
+    from serl_launcher.conventions import StateLayout
+    from serl_launcher.data.store import StoreRecoveryError
+
+    size = make_spaces()[0]["state"].shape[0]
+    first = StateLayout((("a", 1), ("b", size - 1)))
+    written = store(tmp_path / "s", state_layout=first)
+    deliver(written, stream(0, 5))
+    written.snapshot()
+    written.close()
+    resumed = store(tmp_path / "s", state_layout=first, resuming=True)  # the same fields: resumes
+    assert len(resumed.online) == 5
+    resumed.close()
+    with pytest.raises(StoreRecoveryError, match=r"hold states of the fields \[a \(1\), b .*this env's state is \[b"):
+        store(tmp_path / "s", state_layout=StateLayout((("b", size - 1), ("a", 1))), resuming=True)

@@ -20,7 +20,7 @@ def get_config() -> config_dict.ConfigDict:
     # Where the hole is from the peg's tip, not where it is in the base frame: with the absolute
     # position the same recipe did not reach 90 % in 5 min on 3 seeds; with the offset it did
     # (benchmarks/README.md, "Task suite"). Force and torque stay in the state. Demos recorded
-    # with hole_pos have the same size: re-record them (their last 3 values mean something else).
+    # with hole_pos have the same size: the learner refuses them (demo files name their fields).
     c.env.state_fields = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque", "hole_offset")
     # pick_cube_sim's recipe (screened on the distributed path) without the grasp critic: the
     # hand holds the peg, so the gripper command does nothing.

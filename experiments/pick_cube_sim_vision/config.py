@@ -93,10 +93,12 @@ def make_env(config: config_dict.ConfigDict, render_mode: str | None = None, cla
 
 
 def make_spaces(config: config_dict.ConfigDict):
-    """(observation_space, action_space) for the learner: the classifier does not change them."""
+    """The spaces and state layout for the learner: the classifier does not change them."""
+    from experiments.mappings import env_spaces
+
     env = make_env(config, classifier=False)
     try:
-        return env.observation_space, env.action_space
+        return env_spaces(env)
     finally:
         env.close()
 

@@ -90,12 +90,12 @@ class _Unplugged:
 
 
 def make_spaces(config: config_dict.ConfigDict):
-    """(observation_space, action_space) for the learner, which may run on a machine with neither
+    """The spaces and state layout for the learner, which may run on a machine with neither
     the arm's cameras nor the classifier: nothing is opened and no request is made."""
+    from experiments.mappings import env_spaces
     from robot_infra.envs.real_arm_env import RealArmEnv
 
-    env = RealArmEnv(config.env, cameras={name: _Unplugged() for name in config.cameras})
-    return env.observation_space, env.action_space
+    return env_spaces(RealArmEnv(config.env, cameras={name: _Unplugged() for name in config.cameras}))
 
 
 class _ClosesCameras(gym.Wrapper):

@@ -3,6 +3,7 @@
 from serl_launcher.data.demos import (
     DemoFormatError,
     DemoReading,
+    demo_state_layout,
     load_demos,
     load_demos_into,
     save_demos,
@@ -24,6 +25,7 @@ __all__ = [
     "ReplayBuffer",
     "TransitionSpec",
     "concat_batches",
+    "demo_state_layout",
     "load_demos",
     "load_demos_into",
     "sample_mixed",

@@ -6,7 +6,11 @@ Ours (``.npz``, what ``record_demos.py`` writes): a numpy archive of plain array
 format, version, transition count, spec) and one array per transition field, stacked over the
 transitions: ``observations/<key>``, ``next_observations/<key>``, ``actions``, ``rewards``,
 ``masks``, ``dones``, ``intervened`` and, when recorded with a learned gripper,
-``grasp_penalty``. Written atomically (a temporary file, fsync, rename).
+``grasp_penalty``. Written atomically (a temporary file, fsync, rename). The manifest also names
+the state's fields (``state_layout``: ``[[name, size], ...]``, the env's
+:class:`~serl_launcher.conventions.StateLayout`), so a file recorded with other fields (say a
+task's ``env.state_fields`` changed since) is refused on load instead of read silently into a
+layout of the same size; files written before layouts were recorded load with a warning.
 
 Pickles (this project's demo files before the archive format, and HIL-SERL's): unpickling runs
 whatever code the file contains, so they are refused unless :class:`DemoReading` allows them
@@ -43,6 +47,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from serl_launcher.conventions import StateLayout
 from serl_launcher.data.replay_buffer import ReplayBuffer
 from serl_launcher.data.transitions import OBS_KEYS, ArraySpec, TransitionSpec, observation_spec
 from serl_launcher.utils.npz import check_declared_size
@@ -92,9 +97,11 @@ def check_demo_supply(config, count: int, role: str) -> None:
           f"starts empty and only interventions fill it", flush=True)
 
 
-def save_demos(path: str | os.PathLike, transitions: Sequence[Mapping[str, Any]]) -> Path:
+def save_demos(path: str | os.PathLike, transitions: Sequence[Mapping[str, Any]],
+               state_layout: StateLayout | None = None) -> Path:
     """Check `transitions` (consistent keys, shapes and dtypes, finite numbers) and write them as
-    a demo archive (``.npz``, module docstring), atomically."""
+    a demo archive (``.npz``, module docstring), atomically, naming the state's fields when
+    `state_layout` is given (the env's ``state_layout``; it must match the state's size)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: demo files are numpy archives ending in .npz")
@@ -105,10 +112,16 @@ def save_demos(path: str | os.PathLike, transitions: Sequence[Mapping[str, Any]]
     if with_penalty not in (0, len(checked)):
         raise DemoFormatError(f"{path}: grasp_penalty on {with_penalty} of {len(checked)} transitions only")
     spec = TransitionSpec.infer(checked[0], grasp_penalty=bool(with_penalty))
+    state = spec.observation.get("state")
+    if state_layout is not None and (state is None or state[0] != (state_layout.size,)):
+        raise DemoFormatError(f"{path}: the state layout {state_layout} holds {state_layout.size} values, the "
+                              f"transitions' state is {None if state is None else state[0]}")
     fields = [*SCALAR_FIELDS, *(["grasp_penalty"] if spec.grasp_penalty else [])]
     arrays = {f"{name}/{key}": np.stack([t[name][key] for t in checked]) for name in OBS_KEYS for key in spec.observation}
     arrays |= {key: np.stack([np.asarray(t[key]) for t in checked]) for key in fields}
     manifest = {"format": FORMAT, "version": VERSION, "count": len(checked), "spec": spec.to_json()}
+    if state_layout is not None:
+        manifest["state_layout"] = state_layout.to_json()
     arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
@@ -131,13 +144,15 @@ def load_demos(
     action_space: spaces.Box | None = None,
     require_grasp_penalty: bool = False,
     reading: DemoReading = DemoReading(),
+    state_layout: StateLayout | None = None,
 ) -> list[Transition]:
     """Load a demo file (our archive; a pickle, ours or HIL-SERL's, only when `reading` allows)
     as a list of transitions in our format.
 
     Each transition is checked against the spaces when given (else against the first
-    transition): keys, shapes, dtypes, finite numbers. Raises DemoFormatError naming the file
-    (and the transition index) and the problem, also for a file with no transitions;
+    transition): keys, shapes, dtypes, finite numbers; and the file's state fields against
+    `state_layout` when given (a file that names none: a warning). Raises DemoFormatError naming
+    the file (and the transition index) and the problem, also for a file with no transitions;
     FileNotFoundError if the file does not exist.
     """
     path = Path(path)
@@ -148,7 +163,8 @@ def load_demos(
     if magic != ZIP_MAGIC and path.suffix == ".npz":
         raise DemoFormatError(f"{path}: not a zip archive, so not a demo archive: the file is corrupt or "
                               f"something else named .npz")
-    data = _read_archive(path) if magic == ZIP_MAGIC else _read_pickle(path, reading)
+    data, recorded = _read_archive(path) if magic == ZIP_MAGIC else (_read_pickle(path, reading), None)
+    check_state_layout(path, recorded, state_layout)
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise DemoFormatError(f"{path}: no transitions")
     spec = None
@@ -159,24 +175,58 @@ def load_demos(
 
 def load_demos_into(
     buffer: ReplayBuffer, paths: str | os.PathLike | Iterable[str | os.PathLike],
-    reading: DemoReading = DemoReading(),
+    reading: DemoReading = DemoReading(), state_layout: StateLayout | None = None,
 ) -> int:
     """Load demo files in the given order into `buffer`; returns the number of transitions.
 
-    Each file is fully checked against the buffer's spaces before any of it is inserted.
+    Each file is fully checked against the buffer's spaces (and `state_layout`, when given)
+    before any of it is inserted.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     total = 0
     for p in paths:
         transitions = load_demos(
-            p, buffer.observation_space, buffer.action_space, buffer.include_grasp_penalty, reading
+            p, buffer.observation_space, buffer.action_space, buffer.include_grasp_penalty, reading, state_layout
         )
         total += buffer.insert_many(transitions)
     return total
 
 
-def _read_archive(path: Path) -> list[Transition]:
+def demo_state_layout(path: str | os.PathLike) -> StateLayout | None:
+    """The state fields a demo archive names (None: a file written before they were recorded).
+    Reads the manifest only; DemoFormatError for a file that is not a readable archive."""
+    try:
+        check_declared_size(Path(path))
+        with np.load(path, allow_pickle=False) as npz:
+            return _manifest_layout(json.loads(bytes(npz["manifest"])))
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise DemoFormatError(f"{path}: not a readable demo archive ({type(error).__name__}: {error})") from None
+
+
+def check_state_layout(path, recorded: StateLayout | None, expected: StateLayout | None) -> None:
+    """DemoFormatError when a file's state fields are not the env's; a warning when the file names
+    none (an archive from before layouts were recorded, or a pickle), since it cannot be checked."""
+    if expected is None:
+        return
+    if recorded is None:
+        warnings.warn(f"{path}: the file does not name its state's fields (written before demo files recorded "
+                      f"them, or a pickle), so they are taken to be this env's {expected} unchecked; record it "
+                      f"again, or convert it, to have them checked", stacklevel=3)
+    elif recorded != expected:
+        raise DemoFormatError(
+            f"{path}: recorded with the state fields {recorded}; this env's state is {expected}. Reading it would "
+            f"put each value in another field's place: record the demos again, or set env.state_fields="
+            f"{recorded.names!r} to train on the recorded layout")
+
+
+def _manifest_layout(manifest) -> StateLayout | None:
+    if not isinstance(manifest, dict) or manifest.get("state_layout") is None:
+        return None
+    return StateLayout.from_json(manifest["state_layout"])
+
+
+def _read_archive(path: Path) -> tuple[list[Transition], StateLayout | None]:
     try:
         check_declared_size(path)
         with np.load(path, allow_pickle=False) as npz:
@@ -188,6 +238,7 @@ def _read_archive(path: Path) -> list[Transition]:
             count = manifest["count"]
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise ValueError(f"bad transition count {count!r}")
+            layout = _manifest_layout(manifest)
             arrays = {name: npz[name] for name in npz.files if name != "manifest"}
     except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         raise DemoFormatError(f"{path}: not a readable demo archive ({type(error).__name__}: {error})") from None
@@ -198,7 +249,7 @@ def _read_archive(path: Path) -> list[Transition]:
                     for name in OBS_KEYS}
     flat = {key: arr for key, arr in arrays.items() if "/" not in key}
     return [{**{name: {k: v[i] for k, v in obs.items()} for name, obs in observations.items()},
-             **{k: v[i] for k, v in flat.items()}} for i in range(count)]
+             **{k: v[i] for k, v in flat.items()}} for i in range(count)], layout
 
 
 def _read_pickle(path: Path, reading: DemoReading) -> Any:

@@ -56,16 +56,18 @@ def split_episodes(transitions: Sequence[Mapping[str, Any]]) -> list[Episode]:
     return episodes
 
 
-def gather_episodes(demo_paths, run_buffers, observation_space, action_space, reading=None):
+def gather_episodes(demo_paths, run_buffers, observation_space, action_space, reading=None, state_layout=None):
     """(episodes, a line per source) from demo files and runs' online buffers (``<run>/buffers/
-    online``, as of the run's last snapshot), each checked against the spaces; what the exporters
-    read. DemoFormatError / BufferFormatError / FileNotFoundError name a bad source."""
+    online``, as of the run's last snapshot), each checked against the spaces (demo files also
+    against `state_layout`, when given); what the exporters read. DemoFormatError /
+    BufferFormatError / FileNotFoundError name a bad source."""
     from serl_launcher.data.demos import DemoReading, load_demos
     from serl_launcher.data.replay_buffer import ReplayBuffer
 
     episodes, sources = [], []
     for path in demo_paths:
-        found = split_episodes(load_demos(path, observation_space, action_space, reading=reading or DemoReading()))
+        found = split_episodes(load_demos(path, observation_space, action_space, reading=reading or DemoReading(),
+                                           state_layout=state_layout))
         episodes += found
         sources.append(f"{len(found)} episodes from {path}")
     for folder in run_buffers:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from serl_launcher.conventions import StateLayout
 from serl_launcher.data.demos import DemoReading, load_demos_into
 from serl_launcher.data.replay_buffer import (
     MANIFEST,
@@ -96,6 +97,8 @@ class DataStore:
         demo_paths: demo files loaded into the demo buffer when the store is created, read as
             `demo_reading` allows (serl_launcher.data.demos).
         resuming: the run has other state (checkpoints): a missing store is an error then.
+        state_layout: the env's state fields: demo files are checked against them, and a store
+            written with other fields refuses to resume (its rows would be read in the wrong places).
         salvage: recover what intact files hold instead of refusing (reported in `recovery`).
     """
 
@@ -103,9 +106,10 @@ class DataStore:
                  action_space: spaces.Box, capacity: int, *, seed: int = 0,
                  include_grasp_penalty: bool = False, sync: str = "fsync",
                  demo_paths: Iterable[str | os.PathLike] = (), demo_reading: DemoReading | None = None,
-                 resuming: bool = False,
+                 resuming: bool = False, state_layout: StateLayout | None = None,
                  salvage: bool = False, log_segment_bytes: int = 256 << 20):
         self.directory = Path(directory)
+        self.state_layout = state_layout
         self.online = ReplayBuffer(observation_space, action_space, capacity,
                                    include_grasp_penalty, seed=seed)
         self.demo = ReplayBuffer(observation_space, action_space, capacity,
@@ -155,11 +159,20 @@ class DataStore:
                 report["lost"].append(f"{state_path} and the buffer snapshots are missing")
             report["fresh"] = True
             for path in demo_paths:
-                load_demos_into(self.demo, [path], self.demo_reading)
+                load_demos_into(self.demo, [path], self.demo_reading, self.state_layout)
             self._lsn = 0
             return report
         else:
             state = self._read_state(state_path, salvage, report)  # refuses, or salvages
+        if state.get("state_layout") is not None and self.state_layout is not None:
+            try:
+                recorded = StateLayout.from_json(state["state_layout"])
+            except ValueError as error:
+                raise StoreRecoveryError(f"{state_path}: {error}") from None
+            if recorded != self.state_layout:
+                raise StoreRecoveryError(
+                    f"{root}: its buffers hold states of the fields {recorded}, this env's state is "
+                    f"{self.state_layout}: resume with the run's env.state_fields, or start a new run")
         self._lsn = state_lsn = int(state.get("lsn", 0))
         for actor, session, nxt in state.get("sessions", []):
             self._sessions[(actor, session)] = int(nxt)
@@ -363,7 +376,8 @@ class DataStore:
                             "transitions": marks[name][1]}
             fault_point("store.snapshot")
         state = {"format": STORE_FORMAT, "version": STORE_VERSION, "lsn": lsn,
-                 "sessions": sessions, **counts, "time": time.time()}
+                 "sessions": sessions, **counts, "time": time.time(),
+                 **({"state_layout": self.state_layout.to_json()} if self.state_layout else {})}
         _atomic_write(self.directory / STATE_FILE, json.dumps(state).encode())
         with self._lock:
             freed = self.log.drop_through(lsn)
