@@ -169,3 +169,42 @@ def test_demos_recorded_with_the_holes_position_are_refused_by_a_learner_that_re
     assert "recorded with the state fields [tcp_pose (7), tcp_vel (6), gripper_pose (1), tcp_force (3), " \
            "tcp_torque (3), hole_pos (3)]" in learner.stderr, learner.stderr[-3000:]
     assert "hole_offset (3)]" in learner.stderr and "record the demos again" in learner.stderr
+
+
+def test_the_vision_experiment_labels_insertions_and_its_classifier_gives_the_reward(tmp_path, python,
+                                                                                    subprocess_env):
+    """peg_insert_sim_vision's learned reward through its entry points: frames the simulator
+    labels (the tip 2 cm deep), a classifier trained on them, the experiment's env rewarded by it."""
+    import subprocess
+
+    from conftest import REPO
+
+    from serl_launcher.classifier import load_frames
+
+    frames, checkpoint = tmp_path / "frames.npz", tmp_path / "classifier"
+    record = subprocess.run(
+        [python, str(REPO / "scripts/record_success_fail.py"), "--exp_name", "peg_insert_sim_vision",
+         "--successes_needed", "10", "--failures_needed", "30", "--hold_steps", "3", "--output", str(frames)],
+        env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert record.returncode == 0, record.stderr[-3000:]
+    data = load_frames([frames])
+    assert data["success"].sum() >= 10 and (~data["success"]).sum() >= 30
+    assert set(data["images"]) == {"front", "wrist"}
+    train = subprocess.run(
+        [python, str(REPO / "scripts/train_classifier.py"), "--exp_name", "peg_insert_sim_vision", "--data",
+         str(frames), "--output", str(checkpoint), "--set", "classifier.steps=40"],
+        env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+
+    exp = load_experiment("peg_insert_sim_vision")
+    config = exp.get_config()
+    config.classifier.checkpoint = str(checkpoint)
+    env = exp.make_env(config)
+    try:
+        assert env.unwrapped.config.terminate_on_success is False  # the classifier ends episodes
+        assert "hole_pos" not in env.unwrapped.state_layout.names and "tcp_force" in env.unwrapped.state_layout.names
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step(np.zeros(4, np.float32))
+        assert reward in (0.0, 1.0) and 0.0 <= info["classifier_probability"] <= 1.0
+    finally:
+        env.close()
