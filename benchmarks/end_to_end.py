@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-_EXP = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
+from experiments import cli
+
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one full run each, sequentially).")
 _MINUTES = flags.DEFINE_float("minutes", 10.0, "Training budget per seed.")
 _EVAL_EVERY = flags.DEFINE_float("eval_every_s", 60.0, "Seconds between evaluations.")
@@ -32,9 +33,9 @@ _TARGET = flags.DEFINE_float("target", 0.9, "Success rate whose first time is re
 _STOP = flags.DEFINE_bool("stop_at_target", True, "Stop each run at its first evaluation >= --target "
                           "(eval.until_success); --nostop_at_target trains the whole budget (stability).")
 _BC = flags.DEFINE_bool("bc_warm_start", False, "Clone the demos with train_bc.py, then start SAC from it.")
-_SET = flags.DEFINE_multi_string("set", [], "Extra config overrides (key=value) for every step: frames, classifier, demos, roles.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Results file.")
 
+flags.FLAGS.set_default("exp_name", "pick_cube_sim")  # the overrides (--set, --config.<key>) reach every step and role
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -67,32 +68,32 @@ def run_seed(seed: int) -> dict:
     from experiments.launch import prepare_classifier, role_args, script_env, start_role, stop
     from experiments.mappings import load_experiment, run_dir
 
-    exp = load_experiment(_EXP.value)
+    exp = load_experiment(cli.exp_name())
     config = exp.get_config()
     name = f"e2e-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = run_dir(_EXP.value, name)
+    folder = run_dir(cli.exp_name(), name)
     folder.mkdir(parents=True)
     env = script_env()
     start, start_unix = time.monotonic(), time.time()
     marks = {}
     settings = []
     if "classifier" in config:  # the reward comes from a classifier: frames, then training, first
-        checkpoint = prepare_classifier(_EXP.value, folder, env, seed=seed, settings=_SET.value)
+        checkpoint = prepare_classifier(cli.exp_name(), folder, env, seed=seed, settings=cli.overrides())
         settings.append(f"classifier.checkpoint={str(checkpoint)!r}")
         marks["classifier_s"] = time.monotonic() - start
         print(f"seed {seed}: classifier ready after {marks['classifier_s']:.0f} s "
               f"({json.loads((checkpoint / 'classifier.json').read_text())['report']['heldout']})", flush=True)
     demos = folder / "demos.npz"
-    subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP.value,
+    subprocess.run([sys.executable, str(REPO / "scripts/record_demos.py"), "--exp_name", cli.exp_name(),
                     "--successes_needed", str(config.demos.successes_needed), "--output", str(demos),
-                    "--seed", str(1000 + 100 * seed), *[a for x in [*settings, *_SET.value] for a in ("--set", x)]],
+                    "--seed", str(1000 + 100 * seed), *[a for x in [*settings, *cli.overrides()] for a in ("--set", x)]],
                    check=True, env=env, capture_output=True)
     marks["demos_s"] = time.monotonic() - start
     bc = None
     if _BC.value:
-        out = subprocess.run([sys.executable, str(REPO / "scripts/train_bc.py"), "--exp_name", _EXP.value,
+        out = subprocess.run([sys.executable, str(REPO / "scripts/train_bc.py"), "--exp_name", cli.exp_name(),
                               "--checkpoint_path", str(folder / "bc"), "--eval_n_trajs", str(_EVAL_EPISODES.value),
-                              *[a for x in [*settings, f"seed={seed}", f"demos.paths=({str(demos)!r},)", *_SET.value]
+                              *[a for x in [*settings, f"seed={seed}", f"demos.paths=({str(demos)!r},)", *cli.overrides()]
                                 for a in ("--set", x)]],
                              check=True, env=env, capture_output=True, text=True)
         marks["bc_s"] = time.monotonic() - start
@@ -104,10 +105,10 @@ def run_seed(seed: int) -> dict:
     target = f"eval.until_success={_TARGET.value}" if _STOP.value else "eval.until_success=-1.0"
     args = role_args(name, [*settings, f"seed={seed}", f"learner.max_seconds={_MINUTES.value * 60}",
                             f"demos.paths=({str(demos)!r},)", f"eval.every_s={_EVAL_EVERY.value}",
-                            f"eval.episodes={_EVAL_EPISODES.value}", target, *_SET.value])
-    roles = [start_role(_EXP.value, "learner", args, folder / "learner.log", env),
-             start_role(_EXP.value, "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env),
-             start_role(_EXP.value, "actor", ["--evaluator", *args], folder / "evaluator.log", env)]
+                            f"eval.episodes={_EVAL_EPISODES.value}", target, *cli.overrides()])
+    roles = [start_role(cli.exp_name(), "learner", args, folder / "learner.log", env),
+             start_role(cli.exp_name(), "actor", ["--actor_id", "sim-0", *args], folder / "actor.log", env),
+             start_role(cli.exp_name(), "actor", ["--evaluator", *args], folder / "evaluator.log", env)]
     seen = 0
     try:
         while roles[0].poll() is None:
@@ -135,7 +136,7 @@ def run_seed(seed: int) -> dict:
 def main(argv: list[str]) -> None:
     del argv
     results = [run_seed(int(s)) for s in _SEEDS.value]
-    print(f"\n{_EXP.value}: time to {_TARGET.value:.0%} success over {_EVAL_EPISODES.value} episodes "
+    print(f"\n{cli.exp_name()}: time to {_TARGET.value:.0%} success over {_EVAL_EPISODES.value} episodes "
           f"(budget {_MINUTES.value:g} min per seed)")
     print(f"{'seed':>4} {'time to target':>15} {'env steps':>10} {'final success':>14} {'demos done':>11} "
           f"{'1st update':>11} {'1st episode':>12}")
@@ -148,12 +149,12 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import experiment_label
 
     # A file or module path names the experiment by its label (no folders inside results/).
-    out = Path(_JSON_OUT.value or REPO / "benchmarks" / "results" / f"end_to_end_{experiment_label(_EXP.value)}.json")
+    out = Path(_JSON_OUT.value or REPO / "benchmarks" / "results" / f"end_to_end_{experiment_label(cli.exp_name())}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"exp_name": _EXP.value, "minutes": _MINUTES.value, "target": _TARGET.value,
+    out.write_text(json.dumps({"exp_name": cli.exp_name(), "minutes": _MINUTES.value, "target": _TARGET.value,
                                "eval_episodes": _EVAL_EPISODES.value, "results": results}, indent=2) + "\n")
     print(f"results: {out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -38,13 +38,15 @@ import statistics
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
+
+flags.FLAGS.set_default("exp_name", "pick_cube_sim")
 
 _SEEDS = flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds, run one after the other.")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 600.0, "Wall-clock budget per seed (all included).")
 _MAX_ENV_STEPS = flags.DEFINE_integer("max_env_steps", 1_000_000, "Env-step budget per seed.")
-_EXP = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override key=value.")
 _EVAL_EVERY = flags.DEFINE_float("eval_every_s", 10.0, "Training seconds between evaluations.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Deterministic episodes per evaluation.")
 _CHECKPOINTS = flags.DEFINE_string(
@@ -141,10 +143,10 @@ def main(argv: list[str]) -> None:
     checkpoints = _checkpoints(_MAX_SECONDS.value)
     runs = []
     config = None
-    exp = load_experiment(_EXP.value)
+    exp = load_experiment(cli.exp_name())
     for seed in seeds:
         config = exp.get_config()
-        apply_overrides(config, _SET.value)
+        apply_overrides(config, cli.overrides())
         config.seed = seed
         config.learner.max_seconds = _MAX_SECONDS.value
         config.actor.max_env_steps = _MAX_ENV_STEPS.value
@@ -183,7 +185,7 @@ def main(argv: list[str]) -> None:
         "config": config.to_dict() if config is not None else None,
         "flags": {
             "seeds": seeds, "max_seconds": _MAX_SECONDS.value, "max_env_steps": _MAX_ENV_STEPS.value,
-            "exp_name": _EXP.value, "set": _SET.value, "eval_every_s": _EVAL_EVERY.value, "eval_episodes": _EVAL_EPISODES.value,
+            "exp_name": cli.exp_name(), "set": cli.overrides(), "eval_every_s": _EVAL_EVERY.value, "eval_episodes": _EVAL_EPISODES.value,
             "pin_core": _PIN_CORE.value, "single_thread": _SINGLE_THREAD.value,
         },
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
@@ -201,4 +203,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -87,6 +87,15 @@ def load_experiment(exp_name: str) -> ModuleType:
     return module
 
 
+def registered_name(file: Path) -> str | None:
+    """The registered name of the experiment whose module file `file` is (None: not one)."""
+    file = file.expanduser().resolve()
+    for name, module in CONFIG_MAPPING.items():
+        if file == EXPERIMENTS_DIR.parent.joinpath(*module.split(".")).with_suffix(".py"):
+            return name
+    return None
+
+
 def experiment_ref(exp_name: str) -> str:
     """`exp_name` as every process of a run can resolve it: a file or folder path made absolute,
     a registered name or module path as given."""

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment whose spaces the demos must fit.", required=True)
+from experiments import cli
+
 _INPUT = flags.DEFINE_string("input", None, "The pickle demo file.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "The archive to write (.npz).", required=True)
 _GRIPPER = flags.DEFINE_float("hil_serl_gripper_close", 0.0,
                               "For an original HIL-SERL file: the gripper command that closed the gripper "
                               "where it was recorded (-1: its real Franka env, +1: its simulation).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.mappings import env_spaces, load_for_entry_point
+    from experiments.mappings import env_spaces
     from serl_launcher.data import DemoFormatError, DemoReading, load_demos, save_demos
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     if not _OUTPUT.value.endswith(".npz"):
         raise app.UsageError(f"--output {_OUTPUT.value}: demo files are numpy archives ending in .npz")
     try:
@@ -52,4 +52,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

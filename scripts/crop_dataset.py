@@ -29,12 +29,12 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import cli
+
 _DATASET = flags.DEFINE_string("dataset", None, "A LeRobot dataset folder or a demo file (.npz).", required=True)
 _ROI = flags.DEFINE_multi_string("roi", [], "CAMERA=x,y,w,h (or CAMERA=none), repeatable; default: pick in a window.")
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "The experiment the crop is for (names its cameras).")
 _SIZE = flags.DEFINE_string("size", None, "height,width the cropped copy's frames are resized to.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write a cropped copy here (a new folder, or a .npz file).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), with --exp_name.")
 
 
 def parse_rois(items: list[str], frames: dict) -> dict[str, tuple[int, int, int, int] | None]:
@@ -69,11 +69,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(str(error)) from None
         if min(size) <= 0 or max(size) > 4096:
             raise app.UsageError(f"--size must be from 1 to 4096 pixels a side, got {_SIZE.value!r}")
-    config = None
-    if _EXP_NAME.value:
-        from experiments.mappings import load_for_entry_point
-
-        _, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    _, config = cli.load(required=False)  # the experiment, when named, says how its cameras map
 
     is_lerobot = dataset.is_dir()
     try:
@@ -195,4 +191,4 @@ def config_lines(rois: dict, frames: dict, is_lerobot: bool, config) -> list[str
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

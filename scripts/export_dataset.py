@@ -26,7 +26,8 @@ import time
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _OUTPUT = flags.DEFINE_string("output", None, "LeRobot: the dataset folder to create (must not exist); RLDS: the data folder.", required=True)
 _INPUT = flags.DEFINE_multi_string("input", [], "A demo file to export (repeatable; default: the experiment's demos).")
 _RUN = flags.DEFINE_multi_string("run", [], "A run folder (relative: under experiments/<exp>/runs/) whose episodes to export.")
@@ -35,7 +36,6 @@ _FPS = flags.DEFINE_float("fps", None, "Frames per second (default: env.control_
 _CODEC = flags.DEFINE_string("codec", "libsvtav1", "LeRobot video codec (its default libsvtav1; libx264 for H.264).")
 _FORMAT = flags.DEFINE_enum("format", "lerobot", ["lerobot", "rlds"], "Dataset format.")
 _NAME = flags.DEFINE_string("name", None, "RLDS dataset name (default: the experiment's name).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +48,6 @@ def main(argv: list[str]) -> None:
         demo_files,
         experiment_label,
         experiment_spaces,
-        load_for_entry_point,
         resolve_path,
         run_dir,
     )
@@ -56,22 +55,22 @@ def main(argv: list[str]) -> None:
     from serl_launcher.data.episodes import gather_episodes
     from serl_launcher.data.lerobot import export_lerobot
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     fps = _FPS.value or config.get("env", {}).get("control_hz")
     if not fps and _FORMAT.value == "lerobot":
         raise app.UsageError("this experiment's config has no env.control_hz: pass --fps")
     obs_space, act_space, state_layout = experiment_spaces(exp, config)
-    demos = [resolve_path(_EXP_NAME.value, p) for p in _INPUT.value]
+    demos = [resolve_path(cli.exp_name(), p) for p in _INPUT.value]
     if not demos and not _RUN.value:
         demos = demo_files(config)
-    runs = [run_dir(_EXP_NAME.value, r) / "buffers" / "online" for r in _RUN.value]
+    runs = [run_dir(cli.exp_name(), r) / "buffers" / "online" for r in _RUN.value]
     try:
         episodes, sources = gather_episodes(demos, runs, obs_space, act_space, DemoReading.from_config(config),
                                             state_layout)
     except (DemoFormatError, BufferFormatError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     if not episodes:
-        raise app.UsageError(f"nothing to export: no demo files for {_EXP_NAME.value!r} (record them with "
+        raise app.UsageError(f"nothing to export: no demo files for {cli.exp_name()!r} (record them with "
                              f"scripts/record_demos.py) and no --run")
     for line in sources:
         print(f"[export] {line}", flush=True)
@@ -82,7 +81,7 @@ def main(argv: list[str]) -> None:
         from serl_launcher.data.rlds import export_rlds
 
         try:
-            folder = export_rlds(output, episodes, _NAME.value or experiment_label(_EXP_NAME.value), source="; ".join(sources))
+            folder = export_rlds(output, episodes, _NAME.value or experiment_label(cli.exp_name()), source="; ".join(sources))
         except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None
         seconds = time.perf_counter() - started
@@ -92,8 +91,8 @@ def main(argv: list[str]) -> None:
     cameras = sum(1 for space in obs_space.spaces.values() if len(space.shape) == 3)
     with tqdm(total=frames * cameras, desc="video frames encoded", unit="frame", disable=not cameras) as bar:
         try:
-            summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or experiment_label(_EXP_NAME.value),
-                                     robot_type=config.get("env_id") or experiment_label(_EXP_NAME.value), codec=_CODEC.value,
+            summary = export_lerobot(output, episodes, fps=fps, task=_TASK.value or experiment_label(cli.exp_name()),
+                                     robot_type=config.get("env_id") or experiment_label(cli.exp_name()), codec=_CODEC.value,
                                      progress=bar.update)
         except (FileExistsError, ValueError, ImportError, OSError) as error:
             raise app.UsageError(str(error)) from None
@@ -103,4 +102,4 @@ def main(argv: list[str]) -> None:
           f"transitions/s)")
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,11 +19,11 @@ import time
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _DATASET = flags.DEFINE_string("dataset", None, "The LeRobot dataset folder (with meta/info.json).", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Output demo file, .npz (default: experiments/<exp>/demos/<dataset>_lerobot.npz).")
 _EPISODES = flags.DEFINE_string("episodes", None, "Episodes to import: 'a:b' (b excluded) or 'i,j,k' (default: all).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 MAX_EPISODES = 1_000_000
@@ -56,7 +56,6 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import (
         experiment_dir,
         experiment_spaces,
-        load_for_entry_point,
         resolve_path,
     )
     from serl_launcher.data import DemoFormatError, save_demos
@@ -67,7 +66,7 @@ def main(argv: list[str]) -> None:
         import_lerobot,
     )
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     if _OUTPUT.value and not _OUTPUT.value.endswith(".npz"):
         raise app.UsageError(f"--output {_OUTPUT.value}: demo files are numpy archives ending in .npz")
     dataset = Path(_DATASET.value).expanduser()
@@ -93,7 +92,7 @@ def main(argv: list[str]) -> None:
     if not transitions:
         raise app.UsageError(f"{dataset} holds no episodes to import")
     name = f"{dataset.name}_lerobot.npz"
-    path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
+    path = resolve_path(cli.exp_name(), _OUTPUT.value) if _OUTPUT.value else experiment_dir(cli.exp_name()) / "demos" / name
     if path.exists():
         raise app.UsageError(f"{path} exists; pass --output for another file (or delete it first)")
     try:
@@ -110,4 +109,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

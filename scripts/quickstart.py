@@ -23,18 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 _UNTIL = flags.DEFINE_float("until_success", 0.9, "Stop when an evaluation reaches this success rate (negative: train --minutes).")
 _MINUTES = flags.DEFINE_float("minutes", 10.0, "Training wall-clock cap.")
 _RUN_NAME = flags.DEFINE_string("run_name", None, "Run folder name under experiments/<exp>/runs (default: quickstart-<time>).")
-_EXP_NAME = flags.DEFINE_string("exp_name", "pick_cube_sim", "Experiment.")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 50, "Episodes per evaluation.")
 _VIDEO_N = flags.DEFINE_integer("video_episodes", 3, "Episodes of the final policy in the video (0: none).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (for tests): a few hundred steps, small networks.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE for every step and role (repeatable), "
-                                 "e.g. logging.wandb.project=NAME.")
 
+flags.FLAGS.set_default("exp_name", "pick_cube_sim")  # the overrides (--set, --config.<key>) reach every step and role
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -57,14 +57,14 @@ def main(argv: list[str]) -> None:
         start_role,
         stop,
     )
-    from experiments.mappings import experiment_dir, load_for_entry_point, run_dir
+    from experiments.mappings import experiment_dir, run_dir
     from serl_launcher.utils.report import evaluated_at, read_records
 
     started = time.time()
-    _, config = load_for_entry_point(_EXP_NAME.value, _SET.value)  # bad overrides fail here, first
-    exp_dir = experiment_dir(_EXP_NAME.value)
+    _, config = cli.load()  # bad overrides fail here, first
+    exp_dir = experiment_dir(cli.exp_name())
     name = _RUN_NAME.value or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = run_dir(_EXP_NAME.value, name)
+    folder = run_dir(cli.exp_name(), name)
     python = sys.executable
     env = script_env()
 
@@ -75,17 +75,17 @@ def main(argv: list[str]) -> None:
         print("[quickstart] recording labelled frames and training the reward classifier", flush=True)
         smoke = _SMOKE.value
         checkpoint = prepare_classifier(
-            _EXP_NAME.value, folder, env, settings=[*_SET.value, *(["classifier.steps=100"] if smoke else [])],
+            cli.exp_name(), folder, env, settings=[*cli.overrides(), *(["classifier.steps=100"] if smoke else [])],
             record_flags=["--successes_needed", "60", "--failures_needed", "150", "--hold_steps", "3"] if smoke else [])
         reward_settings = [f"classifier.checkpoint={str(checkpoint)!r}"]
-    reward_settings = [*_SET.value, *reward_settings]
+    reward_settings = [*cli.overrides(), *reward_settings]
 
     # 1. Demonstrations, recorded into the run folder (the learner also reads the experiment's demos/).
     demos = folder / "demos.npz"
     if not demos.is_file():
         needed = "3" if _SMOKE.value else "20"
         print(f"[quickstart] recording {needed} expert demonstrations", flush=True)
-        subprocess.run([python, str(REPO / "scripts/record_demos.py"), "--exp_name", _EXP_NAME.value,
+        subprocess.run([python, str(REPO / "scripts/record_demos.py"), "--exp_name", cli.exp_name(),
                         "--successes_needed", needed, "--output", str(demos),
                         *[a for s in reward_settings for a in ("--set", s)]], check=True, env=env)
 
@@ -95,9 +95,9 @@ def main(argv: list[str]) -> None:
     if _SMOKE.value:
         settings += [*SMOKE_SETTINGS, "eval.every_s=5.0"]
     extra = role_args(name, settings)
-    learner = start_role(_EXP_NAME.value, "learner", extra, folder / "learner.log", env)
-    actor = start_role(_EXP_NAME.value, "actor", ["--actor_id", "sim-0", *extra], folder / "actor.log", env)
-    evaluator = start_role(_EXP_NAME.value, "actor", ["--evaluator", *extra], folder / "evaluator.log", env)
+    learner = start_role(cli.exp_name(), "learner", extra, folder / "learner.log", env)
+    actor = start_role(cli.exp_name(), "actor", ["--actor_id", "sim-0", *extra], folder / "actor.log", env)
+    evaluator = start_role(cli.exp_name(), "actor", ["--evaluator", *extra], folder / "evaluator.log", env)
     goal = f"until an evaluation reaches {_UNTIL.value:.0%} success, at most " if _UNTIL.value >= 0 else ""
     print(f"[quickstart] training {goal}{_MINUTES.value:g} min; logs in {folder}", flush=True)
     # The learner's budget counts from its first update; past it plus this grace (start-up, the
@@ -161,4 +161,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

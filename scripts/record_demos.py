@@ -14,11 +14,11 @@ import time
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _SUCCESSES = flags.DEFINE_integer("successes_needed", 20, "Successful episodes to record.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file, .npz (default: experiments/<exp>/demos/<exp>_<N>_demos_<time>.npz).")
 _SEED = flags.DEFINE_integer("seed", 1000, "Seed of the first episode.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 def main(argv: list[str]) -> None:
@@ -29,7 +29,6 @@ def main(argv: list[str]) -> None:
         env_spaces,
         experiment_dir,
         experiment_label,
-        load_for_entry_point,
         resolve_path,
     )
     from serl_launcher.data import save_demos
@@ -37,7 +36,7 @@ def main(argv: list[str]) -> None:
     from serl_launcher.wrappers.episode_control import EpisodeControl, with_episode_control
     from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     if _SUCCESSES.value < 1:
         raise app.UsageError("--successes_needed must be at least 1")
     if _OUTPUT.value and not _OUTPUT.value.endswith(".npz"):
@@ -46,7 +45,7 @@ def main(argv: list[str]) -> None:
     env = with_grasp_penalty(exp.make_env(config), config)  # demo files carry the penalty the learner stores
     device = make_expert(exp, env, config)
     if device is None:
-        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to record demonstrations with")
+        raise app.UsageError(f"experiment {cli.exp_name()!r} has no device to record demonstrations with")
     env = with_episode_control(env, device, config)  # a person's success / failure / re-record / ready buttons
     if isinstance(env, EpisodeControl):
         keys = dict(config.actor.intervention.episode.get(config.actor.intervention.device) or {})
@@ -56,11 +55,11 @@ def main(argv: list[str]) -> None:
     transitions = record_demos(env, device, _SUCCESSES.value, seed=_SEED.value,
                                progress=lambda ok, _: bar.update(ok - bar.n))
     bar.close()
-    name = f"{experiment_label(_EXP_NAME.value)}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
-    path = resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value else experiment_dir(_EXP_NAME.value) / "demos" / name
+    name = f"{experiment_label(cli.exp_name())}_{_SUCCESSES.value}_demos_{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    path = resolve_path(cli.exp_name(), _OUTPUT.value) if _OUTPUT.value else experiment_dir(cli.exp_name()) / "demos" / name
     save_demos(path, transitions, env_spaces(env).state_layout)
     print(f"saved {len(transitions)} transitions from {_SUCCESSES.value} successful episodes to {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _SUCCESSES = flags.DEFINE_integer("successes_needed", 300, "Success frames to record.")
 _FAILURES = flags.DEFINE_integer("failures_needed", 1200, "Failure frames to record.")
 _LABELS = flags.DEFINE_enum("labels", "env", ["env", "keyboard"], "Where labels come from.")
@@ -48,7 +49,6 @@ _CONFIRM = flags.DEFINE_integer(
 _MAX_EPISODES = flags.DEFINE_integer("max_episodes", 2000, "Give up after this many episodes.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .npz (default: experiments/<exp>/<data_dir>/<exp>_<time>.npz).")
 _SEED = flags.DEFINE_integer("seed", 5000, "Seed of the first episode.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 class KeyLabel:
@@ -99,24 +99,23 @@ def main(argv: list[str]) -> None:
     from experiments.mappings import (
         experiment_dir,
         experiment_label,
-        load_for_entry_point,
         resolve_path,
     )
     from serl_launcher.classifier import save_frames
     from serl_launcher.utils.rollouts import make_expert
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     if _SUCCESSES.value < 1 or _FAILURES.value < 1:
         raise app.UsageError("--successes_needed and --failures_needed must be at least 1")
     if "classifier" not in config:
-        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
+        raise app.UsageError(f"experiment {cli.exp_name()!r} has no reward classifier (no 'classifier' config)")
     env = exp.make_env(config, classifier=False)  # labels from the env or a person, not a classifier
     cameras = [k for k, s in env.observation_space.spaces.items() if len(s.shape) == 3]
     if not cameras:
-        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no camera observations to classify")
+        raise app.UsageError(f"experiment {cli.exp_name()!r} has no camera observations to classify")
     driver = make_expert(exp, env, config)
     if driver is None:
-        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no device to drive the robot with")
+        raise app.UsageError(f"experiment {cli.exp_name()!r} has no device to drive the robot with")
     labeler = KeyLabel() if _LABELS.value == "keyboard" else None
     rng = np.random.default_rng(_SEED.value)
     env.action_space.seed(_SEED.value)  # the random-action episodes are reproducible too
@@ -131,15 +130,15 @@ def main(argv: list[str]) -> None:
         for key, value in record.items():
             frames[key].append(value)
 
-    data_dir = experiment_dir(_EXP_NAME.value) / config.classifier.data_dir
-    path = (resolve_path(_EXP_NAME.value, _OUTPUT.value) if _OUTPUT.value
-            else data_dir / f"{experiment_label(_EXP_NAME.value)}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
+    data_dir = experiment_dir(cli.exp_name()) / config.classifier.data_dir
+    path = (resolve_path(cli.exp_name(), _OUTPUT.value) if _OUTPUT.value
+            else data_dir / f"{experiment_label(cli.exp_name())}_{time.strftime('%Y%m%d-%H%M%S')}.npz")
 
     def save(episodes: int, partial: bool = False) -> Path:
         target = path.with_name(path.stem + ".partial.npz") if partial else path
         return save_frames(target, {c: np.stack(frames[c]) for c in cameras}, np.stack(frames["state"]),
                            np.array(frames["success"]), np.array(frames["stage"]), np.array(frames["episode"]),
-                           meta={"exp_name": _EXP_NAME.value, "labels": _LABELS.value, "episodes": episodes})
+                           meta={"exp_name": cli.exp_name(), "labels": _LABELS.value, "episodes": episodes})
 
     counts = lambda: (int(np.sum(frames["success"])), len(frames["success"]) - int(np.sum(frames["success"])))  # noqa: E731
     bar = tqdm(desc="frames (success/failure)", unit="episode")
@@ -187,4 +186,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

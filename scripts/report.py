@@ -13,9 +13,9 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import cli
+
 _WINDOW = flags.DEFINE_integer("window", 20, "Episodes per rolling window.")
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Resolve RUN_FOLDER as a run name of this experiment "
-                                "(experiments/<exp>/runs/RUN_FOLDER) when it is not a folder as given.")
 
 
 def main(argv: list[str]) -> None:
@@ -23,11 +23,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("usage: report.py RUN_FOLDER [--window N] [--exp_name EXP]")
     from serl_launcher.utils.report import report_lines, write_report
 
+    if cli.overrides():
+        raise app.UsageError("report.py reads a run's records: config overrides (--set, --config.<key>) do not apply")
     folder = Path(argv[1])
-    if not folder.is_dir() and _EXP_NAME.value:
+    exp_name = cli.exp_name(required=False)  # resolves RUN_FOLDER as a run of it when not a folder as given
+    if not folder.is_dir() and exp_name:
         from experiments.mappings import run_dir
 
-        folder = run_dir(_EXP_NAME.value, argv[1])
+        folder = run_dir(exp_name, argv[1])
     if _WINDOW.value < 1:
         raise app.UsageError("--window must be at least 1")
     try:
@@ -38,4 +41,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -21,11 +21,11 @@ import json
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _CHECKPOINT_PATH = flags.DEFINE_string("checkpoint_path", "bc", "Run folder (relative: under experiments/<exp>/runs/).")
 _HG_DAGGER = flags.DEFINE_multi_string("hg_dagger", [], "A run folder whose intervention transitions are added.")
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", None, "Evaluation episodes (default eval.episodes; 0: none).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable), as for train_rlpd.py.")
 
 
 def main(argv: list[str]) -> None:
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     import jax
     from tqdm import tqdm
 
-    from experiments.mappings import demo_files, env_spaces, load_for_entry_point, run_dir
+    from experiments.mappings import demo_files, env_spaces, run_dir
     from serl_launcher.actor import evaluate_policy
     from serl_launcher.agents.bc import BCAgent, bc_config_for
     from serl_launcher.data import DemoFormatError, DemoReading, ReplayBuffer, load_demos
@@ -41,11 +41,11 @@ def main(argv: list[str]) -> None:
     from serl_launcher.utils.checkpoints import CheckpointManager, export_policy
     from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     c = config.bc
     if c.steps < 1 or c.batch_size < 0 or c.lr < 0:
         raise app.UsageError(f"bc.steps must be >= 1 and bc.lr, bc.batch_size >= 0 (got {c.to_dict()})")
-    folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
+    folder = run_dir(cli.exp_name(), _CHECKPOINT_PATH.value)
     if (folder / "checkpoints").exists() or (folder / "policy").exists():
         raise app.UsageError(f"{folder} already holds a trained policy; pick another --checkpoint_path")
     episodes = config.eval.episodes if _EVAL_N.value is None else _EVAL_N.value
@@ -63,14 +63,14 @@ def main(argv: list[str]) -> None:
                 transitions += loaded
                 sources.append(f"{len(loaded)} from {path}")
             for run in _HG_DAGGER.value:
-                online = ReplayBuffer.load(run_dir(_EXP_NAME.value, run) / "buffers" / "online", obs_space, act_space)
+                online = ReplayBuffer.load(run_dir(cli.exp_name(), run) / "buffers" / "online", obs_space, act_space)
                 interventions = online.transitions(intervened_only=True)
                 transitions += interventions
                 sources.append(f"{len(interventions)} interventions of {len(online)} transitions in {run}")
         except (DemoFormatError, BufferFormatError, FileNotFoundError) as error:
             raise app.UsageError(str(error)) from None
         if not transitions:
-            raise app.UsageError(f"nothing to clone: no demo files for {_EXP_NAME.value!r} (record them with "
+            raise app.UsageError(f"nothing to clone: no demo files for {cli.exp_name()!r} (record them with "
                                  f"scripts/record_demos.py) and no interventions from --hg_dagger")
         print(f"[bc] {len(transitions)} transitions: " + "; ".join(sources), flush=True)
         data = ReplayBuffer(obs_space, act_space, capacity=2 * len(transitions) + 1, seed=config.seed)
@@ -107,4 +107,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,10 +19,10 @@ import time
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _DATA = flags.DEFINE_multi_string("data", [], "Frames files (default: the experiment's data_dir/*.npz).")
 _OUTPUT = flags.DEFINE_string("output", None, "Checkpoint folder (default: experiments/<exp>/<classifier.checkpoint>).")
-_SET = flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE (repeatable).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed (split, initialisation, batches).")
 
 
@@ -34,12 +34,12 @@ def main(argv: list[str]) -> None:
     del argv
     from tqdm import tqdm
 
-    from experiments.mappings import experiment_dir, load_for_entry_point, resolve_path
+    from experiments.mappings import experiment_dir, resolve_path
     from serl_launcher.classifier import load_frames, save_classifier, train_classifier
 
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     if "classifier" not in config:
-        raise app.UsageError(f"experiment {_EXP_NAME.value!r} has no reward classifier (no 'classifier' config)")
+        raise app.UsageError(f"experiment {cli.exp_name()!r} has no reward classifier (no 'classifier' config)")
     c = config.classifier
     from serl_launcher.networks.encoders import check_frozen_backbone
 
@@ -47,13 +47,13 @@ def main(argv: list[str]) -> None:
         check_frozen_backbone(c, "classifier")
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    paths = [resolve_path(_EXP_NAME.value, p) for p in _DATA.value]
+    paths = [resolve_path(cli.exp_name(), p) for p in _DATA.value]
     if not paths:
-        data_dir = experiment_dir(_EXP_NAME.value) / c.data_dir
+        data_dir = experiment_dir(cli.exp_name()) / c.data_dir
         paths = sorted(data_dir.glob("*.npz"))
         if not paths:
             raise app.UsageError(f"no frames in {data_dir}; record them first: python ../../scripts/"
-                                 f"record_success_fail.py --exp_name {_EXP_NAME.value}")
+                                 f"record_success_fail.py --exp_name {cli.exp_name()}")
     frames = load_frames(paths)
     n, ok = len(frames["success"]), int(frames["success"].sum())
     print(f"{n} frames ({ok} success, {n - ok} failure) from {len(set(frames['episode'].tolist()))} "
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     bar.close()
     report["train_seconds"] = time.perf_counter() - start
     report["data"] = [str(p) for p in paths]
-    out = resolve_path(_EXP_NAME.value, _OUTPUT.value or c.checkpoint)
+    out = resolve_path(cli.exp_name(), _OUTPUT.value or c.checkpoint)
     shapes = {k: tuple(frames["images"][k].shape[1:]) for k in report["image_keys"]}
     save_classifier(out, params, report["image_keys"], shapes, c, report)
 
@@ -82,4 +82,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

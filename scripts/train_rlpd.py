@@ -22,7 +22,8 @@ import socket
 
 from absl import app, flags
 
-_EXP_NAME = flags.DEFINE_string("exp_name", None, "Experiment name (experiments/mappings.py).", required=True)
+from experiments import cli
+
 _LEARNER = flags.DEFINE_bool("learner", False, "Run the learner.")
 _ACTOR = flags.DEFINE_bool("actor", False, "Run an actor (or, with --eval_checkpoint_step, evaluate).")
 _CHECKPOINT_PATH = flags.DEFINE_string("checkpoint_path", "first_run", "Run folder.")
@@ -32,7 +33,6 @@ _EVAL_STEP = flags.DEFINE_integer("eval_checkpoint_step", None, "Evaluate the ch
 _EVAL_N = flags.DEFINE_integer("eval_n_trajs", 20, "Evaluation episodes.")
 _EVAL_VIDEO = flags.DEFINE_bool("eval_video", False, "Write a video of the evaluation episodes.")
 _FLUSH_S = flags.DEFINE_float("flush_timeout_s", 10.0, "At exit, how long an actor waits for the learner to acknowledge what it has.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override key=value (dotted key; Python literal value).")
 
 
 def transport_config(config):
@@ -185,11 +185,11 @@ def run_eval(exp, config, run_dir) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments.mappings import load_for_entry_point, run_dir
+    from experiments.mappings import run_dir
 
     if _LEARNER.value == _ACTOR.value:
         raise app.UsageError("pass exactly one of --learner or --actor")
-    exp, config = load_for_entry_point(_EXP_NAME.value, _SET.value)
+    exp, config = cli.load()
     from serl_launcher.evaluator import check_eval_config
     from serl_launcher.networks.encoders import check_frozen_backbone
 
@@ -198,7 +198,7 @@ def main(argv: list[str]) -> None:
         check_frozen_backbone(config.agent.encoder, "agent.encoder")  # before an arm or a camera is opened
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    folder = run_dir(_EXP_NAME.value, _CHECKPOINT_PATH.value)
+    folder = run_dir(cli.exp_name(), _CHECKPOINT_PATH.value)
     if _LEARNER.value:
         run_learner(exp, config, folder)
     elif _EVAL_STEP.value is not None:
@@ -210,4 +210,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -28,6 +28,7 @@ import os
 
 from absl import app, flags
 
+from experiments import cli
 from robot_infra.robot_server import BACKENDS, RobotServer, make_backend
 from robot_infra.robot_server.backend import MotionLimits
 from robot_infra.robot_server.server import TOKEN_ENV
@@ -36,7 +37,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("backend", "mujoco", list(BACKENDS), "What drives the arm.")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
 flags.DEFINE_integer("port", 5000, "Port to listen on (0: any free port, printed at start).")
-flags.DEFINE_string("exp_name", "", "Experiment whose env.workspace_low/high bound every pose command.")
 flags.DEFINE_list("workspace_low", [], "x,y,z (m, base frame): the box's low corner (overrides --exp_name's).")
 flags.DEFINE_list("workspace_high", [], "x,y,z (m, base frame): the box's high corner.")
 flags.DEFINE_float("max_step", 0.1, "Metres a pose target may be from the tool's current position.")
@@ -98,13 +98,11 @@ def main(argv: list[str]) -> None:
 def motion_limits(backend) -> MotionLimits | None:
     """The limits from the flags; None: the backend's own (the server refuses when it has none)."""
     box = None
-    if FLAGS.exp_name:
-        from experiments.mappings import load_for_entry_point
-
-        _, config = load_for_entry_point(FLAGS.exp_name)
+    _, config = cli.load(required=False)  # --exp_name / --config: the experiment whose box bounds every pose
+    if config is not None:
         env = config.env
         if "workspace_low" not in env or "workspace_high" not in env:
-            raise app.UsageError(f"experiment {FLAGS.exp_name!r} has no env.workspace_low/high; give "
+            raise app.UsageError(f"experiment {cli.exp_name()!r} has no env.workspace_low/high; give "
                                  "--workspace_low and --workspace_high")
         box = (tuple(env.workspace_low), tuple(env.workspace_high))
     if FLAGS.workspace_low or FLAGS.workspace_high:
@@ -124,4 +122,4 @@ def motion_limits(backend) -> MotionLimits | None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
