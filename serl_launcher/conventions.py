@@ -104,6 +104,23 @@ class StateLayout:
             raise ValueError(f"unknown state fields {unknown}; known: {sorted(sizes)}")
         return cls(tuple((n, sizes[n]) for n in names))
 
+    @classmethod
+    def choose(cls, names, known, *, required=(), extra: Mapping[str, int] | None = None,
+               owner: str = "the env") -> StateLayout:
+        """The layout of the fields `names` an env's config chose, in `known`'s order whatever
+        order they were given in: ValueError unless each is one of `known` (the fields `owner`
+        offers), given once, and every `required` one is among them."""
+        names = tuple(names)
+        unknown = [n for n in names if n not in known]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        missing = [n for n in required if n not in names]
+        if not names or unknown or repeated or missing:
+            problems = [f"unknown {unknown}" if unknown else "", f"given twice {repeated}" if repeated else "",
+                        f"missing {missing}" if missing else "", "" if names else "empty"]
+            raise ValueError(f"state_fields {names}: {', '.join(p for p in problems if p)}; {owner} offers "
+                             f"{list(known)}" + (f" and needs {list(required)}" if required else ""))
+        return cls.from_names(tuple(n for n in known if n in names), extra)
+
     def to_json(self) -> list[list]:
         """``[[name, size], ...]``: what demo files record of the state they hold."""
         return [[name, size] for name, size in self.fields]

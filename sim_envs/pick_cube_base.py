@@ -203,13 +203,10 @@ class PickCubeEnv(gym.Env):
         self._home_quat_wxyz = conventions.xyzw_to_wxyz(self._home_quat_xyzw)
 
         names = tuple(config.state_fields) or (self.VISION_STATE_FIELDS if config.image_obs else self.STATE_FIELDS)
-        missing = [n for n in ("tcp_pose", "tcp_vel", "gripper_pose") if n not in names]
         known = tuple(dict.fromkeys((*self.STATE_FIELDS, *self.VISION_STATE_FIELDS, *self.EXTRA_FIELD_SIZES)))
-        if missing or not set(known).issuperset(names) or len(set(names)) != len(names):
-            raise ValueError(f"state_fields {names} must hold tcp_pose, tcp_vel and gripper_pose once each and "
-                             f"only fields of {self.TASK_NAME}: {list(known)}")
-        names = tuple(n for n in known if n in names)  # the task's order, whatever order was given (as RealArmEnv)
-        self.state_layout = conventions.StateLayout.from_names(names, self.EXTRA_FIELD_SIZES)
+        self.state_layout = conventions.StateLayout.choose(  # the task's order, as RealArmEnv's
+            names, known, required=("tcp_pose", "tcp_vel", "gripper_pose"), extra=self.EXTRA_FIELD_SIZES,
+            owner=self.TASK_NAME)
         low = np.concatenate([self.STATE_BOUNDS[name][0] for name in self.state_layout.names])
         high = np.concatenate([self.STATE_BOUNDS[name][1] for name in self.state_layout.names])
         obs_spaces: dict[str, spaces.Space] = {

@@ -40,3 +40,17 @@ def test_quaternion_order_and_sign():
     q = np.array([-0.99, 0.1, 0.0, 0.0])
     np.testing.assert_array_equal(conventions.align_quat_sign(q, ref), -q)
     np.testing.assert_array_equal(conventions.align_quat_sign(-q, ref), -q)
+
+
+def test_a_chosen_state_layout_keeps_the_offered_order_and_refuses_bad_choices():
+    from serl_launcher.conventions import StateLayout
+
+    known = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force")
+    layout = StateLayout.choose(("tcp_force", "gripper_pose", "tcp_pose"), known, owner="RealArmEnv")
+    assert layout.fields == (("tcp_pose", 7), ("gripper_pose", 1), ("tcp_force", 3))
+    for names, problem in (((), "empty"), (("tcp_pose", "nope"), r"unknown \['nope'\]"),
+                           (("tcp_pose", "tcp_pose"), r"given twice \['tcp_pose'\]")):
+        with pytest.raises(ValueError, match=f"{problem}; RealArmEnv offers"):
+            StateLayout.choose(names, known, owner="RealArmEnv")
+    with pytest.raises(ValueError, match=r"missing \['gripper_pose'\].*needs \['gripper_pose'\]"):
+        StateLayout.choose(("tcp_pose",), known, required=("gripper_pose",))

@@ -167,9 +167,7 @@ def validate_config(c: config_dict.ConfigDict) -> None:
         raise ValueError("retries, retry_backoff, gripper_sleep, joint_reset_period and recover_timeout must not be negative")
     if c.max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {c.max_episode_steps}")
-    unknown = [f for f in c.state_fields if f not in STATE_FIELDS]
-    if unknown or not c.state_fields:
-        raise ValueError(f"state_fields must be a non-empty subset of {STATE_FIELDS}, got {c.state_fields}")
+    conventions.StateLayout.choose(c.state_fields, STATE_FIELDS, owner="RealArmEnv")
     for group in ("impedance", "reset_impedance"):
         for name, value in c[group].items():
             lo, hi, unit = IMPEDANCE_LIMITS[name]
@@ -226,9 +224,7 @@ class RealArmEnv(gym.Env):
             config.server_url, timeout=config.request_timeout, retries=config.retries,
             backoff=config.retry_backoff, reset_timeout=config.reset_request_timeout,
         )
-        self.state_layout = conventions.StateLayout.from_names(
-            tuple(f for f in STATE_FIELDS if f in config.state_fields)
-        )
+        self.state_layout = conventions.StateLayout.choose(config.state_fields, STATE_FIELDS, owner="RealArmEnv")
         bounds = {
             "tcp_pose": ([-2.0] * 3 + [-1.0] * 4, [2.0] * 3 + [1.0] * 4),
             "tcp_vel": ([-10.0] * 6, [10.0] * 6),
