@@ -350,8 +350,12 @@ def test_a_reply_that_arrived_while_the_driver_was_not_running_is_read_not_timed
 
     emulator = make_emulator(arm)
     try:
+        # A timeout a loaded machine's emulator thread meets (it shares this process), and retries
+        # while opening; the read below then gets no retry, so a timeout would raise.
+        timeout_s = 0.5
         driver = make_arm(ARMS[arm].bus, emulator.port, uncalibrated_motors(ARMS[arm].motors),
-                          timeout_ms=20, retries=0).open()
+                          timeout_ms=1000 * timeout_s).open()
+        driver.retries = 0
         try:
             serial_port = driver._port_handler.ser
             read, stalls = serial_port.read, [1]
@@ -359,11 +363,11 @@ def test_a_reply_that_arrived_while_the_driver_was_not_running_is_read_not_timed
             def stalled_read(size=1):  # an empty read, then off the CPU past the timeout: the reply lands meanwhile
                 if stalls:
                     stalls.pop()
-                    start = time.monotonic()  # the bus's own process may be slow on a loaded machine: wait for it
+                    start = time.monotonic()  # the bus's thread may be slow on a loaded machine: wait for it
                     while serial_port.in_waiting == 0 and time.monotonic() - start < 10.0:
                         time.sleep(0.005)
-                    time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))  # well past the 20 ms timeout
                     assert serial_port.in_waiting > 0, "the emulator did not answer within 10 s"
+                    time.sleep(max(0.0, 1.5 * timeout_s - (time.monotonic() - start)))  # well past the timeout
                     return b""
                 return read(size)
 
