@@ -31,7 +31,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the results here (JSON).")
 
 def record(path: Path, size: int, episodes: int) -> int:
     sys.path.insert(0, str(REPO))
-    from experiments.mappings import apply_overrides, load_experiment
+    from experiments.mappings import apply_overrides, env_spaces, load_experiment
     from serl_launcher.data import save_demos
     from serl_launcher.utils.rollouts import demonstrator_config, record_demos
     from serl_launcher.wrappers.grasp_penalty import with_grasp_penalty
@@ -43,7 +43,7 @@ def record(path: Path, size: int, episodes: int) -> int:
     env = with_grasp_penalty(exp.make_env(config, classifier=False), config)
     transitions = record_demos(env, exp.make_expert(env, config), episodes, seed=1000)
     env.close()
-    save_demos(path, transitions)
+    save_demos(path, transitions, env_spaces(env).state_layout)
     return len(transitions)
 
 

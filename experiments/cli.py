@@ -46,6 +46,9 @@ def exp_name(required: bool = True) -> str | None:
     if config_file:
         if ":" in config_file:
             raise app.UsageError(f"--config {config_file}: an experiment's get_config() takes no argument")
+        if Path(config_file).expanduser().is_dir():
+            raise app.UsageError(f"--config {config_file} is a folder: give its config file "
+                                 f"({Path(config_file) / 'config.py'}), or the folder as --exp_name")
         return registered_name(Path(config_file)) or config_file
     if EXP_NAME.value is None and required:
         raise app.UsageError("name the experiment: --exp_name <name, module or file> or --config <its config file>")
@@ -56,7 +59,16 @@ def overrides() -> list[str]:
     """Every config override the flags give, as ``key=value`` items (the --config.<key> ones,
     then --set): what :func:`load` applies, and what a launcher passes its child processes."""
     given = config_flags.get_override_values(flags.FLAGS["config"]) if flags.FLAGS["config"].present else {}
-    return [f"{key}={value!r}" for key, value in given.items()] + list(SET.value)
+    return [f"{key}={_literal(value)!r}" for key, value in given.items()] + list(SET.value)
+
+
+def _literal(value):
+    """An override's value as a Python literal (a ConfigDict given whole as a plain dict)."""
+    from ml_collections import config_dict
+
+    if isinstance(value, config_dict.FieldReference):
+        value = value.get()
+    return value.to_dict() if isinstance(value, config_dict.ConfigDict) else value
 
 
 def load(required: bool = True):
@@ -72,16 +84,45 @@ def load(required: bool = True):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, with ml_collections' error for a --config.<key> the config lacks (a
-    KeyError / AttributeError from inside the parser) said in one line as absl says others."""
+    """absl's parser, the --config file's folder importable while ml_collections runs it (as
+    --exp_name's loader makes it), and ml_collections' errors for a bad --config or
+    --config.<key> (raised from inside the parser) said in one line as absl says others."""
+    config_file = _config_argument(argv)
+    if config_file and not Path(config_file).expanduser().is_dir():
+        folder = str(Path(config_file).expanduser().resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)  # the file may import its neighbours (it runs again when loaded as the experiment)
     try:
         return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as error:
-        key = str(error.args[0] if error.args else error).strip("'\"")
-        given = [a for a in argv[1:] if a.startswith("--config.")]
-        sys.stderr.write(f"FATAL Flags parsing error: no config key {key!r} (in {' '.join(given)}); the keys "
-                         f"--config.<key> may set are those of --config's file\n")
+    except (AttributeError, KeyError, OSError) as error:
+        if not _raised_by_ml_collections(error):
+            raise  # the config file's own error: its traceback says where
+        given = " ".join(a for a in argv[1:] if a.startswith("--config"))
+        detail = str(error.args[0] if error.args else error).strip("'\"")
+        problem = (f"cannot read the config file ({error})" if isinstance(error, OSError) else
+                   f"no config key {detail!r}" if isinstance(error, KeyError) or "does not exist" not in detail
+                   else detail)
+        sys.stderr.write(f"FATAL Flags parsing error: {problem} (in {given}); the keys --config.<key> may set "
+                         f"are those of --config's file\n")
         sys.exit(1)
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _raised_by_ml_collections(error: BaseException) -> bool:
+    """Whether the innermost frame of `error` is ml_collections' (its flag parser), not the
+    config file's code."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "ml_collections" in tb.tb_frame.f_code.co_filename
 
 
 def run(main) -> None:

@@ -176,7 +176,14 @@ def experiment_spaces(exp: ModuleType, config) -> ExperimentSpaces:
     else those of an env it builds and closes."""
     if hasattr(exp, "make_spaces"):
         made = exp.make_spaces(config)
-        return ExperimentSpaces(*made) if len(made) == 3 else ExperimentSpaces(*made, None)
+        if len(made) == 3:
+            return ExperimentSpaces(*made)
+        import warnings
+
+        warnings.warn(f"{exp.__name__}.make_spaces returns two spaces and no state layout, so demo files and "
+                      f"a resumed run's buffers are not checked for the state's fields: return "
+                      f"experiments.mappings.env_spaces(env)", stacklevel=2)
+        return ExperimentSpaces(*made, None)
     env = exp.make_env(config)
     try:
         return env_spaces(env)
@@ -257,6 +264,6 @@ def load_for_entry_point(exp_name: str, overrides: list[str] | tuple[str, ...] =
         if exp_name not in CONFIG_MAPPING:
             config.exp_name = experiment_ref(exp_name)  # what the run's other processes resolve
         apply_overrides(config, overrides)
-    except (KeyError, ValueError) as error:
-        raise app.UsageError(str(error.args[0])) from None
+    except (KeyError, ValueError, TypeError) as error:  # TypeError: ml_collections refusing a value's type
+        raise app.UsageError(str(error.args[0] if error.args else error)) from None
     return exp, config

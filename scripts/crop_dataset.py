@@ -70,6 +70,8 @@ def main(argv: list[str]) -> None:
         if min(size) <= 0 or max(size) > 4096:
             raise app.UsageError(f"--size must be from 1 to 4096 pixels a side, got {_SIZE.value!r}")
     _, config = cli.load(required=False)  # the experiment, when named, says how its cameras map
+    if config is None and cli.overrides():
+        raise app.UsageError("--set changes an experiment's config: name the experiment (--exp_name or --config)")
 
     is_lerobot = dataset.is_dir()
     try:

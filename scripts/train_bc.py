@@ -38,6 +38,7 @@ def main(argv: list[str]) -> None:
     from serl_launcher.agents.bc import BCAgent, bc_config_for
     from serl_launcher.data import DemoFormatError, DemoReading, ReplayBuffer, load_demos
     from serl_launcher.data.replay_buffer import BufferFormatError
+    from serl_launcher.data.store import check_buffer_layout
     from serl_launcher.utils.checkpoints import CheckpointManager, export_policy
     from serl_launcher.utils.metrics import MetricsWriter, redact_secrets
 
@@ -63,7 +64,9 @@ def main(argv: list[str]) -> None:
                 transitions += loaded
                 sources.append(f"{len(loaded)} from {path}")
             for run in _HG_DAGGER.value:
-                online = ReplayBuffer.load(run_dir(cli.exp_name(), run) / "buffers" / "online", obs_space, act_space)
+                buffers = run_dir(cli.exp_name(), run) / "buffers"
+                check_buffer_layout(buffers, state_layout)
+                online = ReplayBuffer.load(buffers / "online", obs_space, act_space)
                 interventions = online.transitions(intervened_only=True)
                 transitions += interventions
                 sources.append(f"{len(interventions)} interventions of {len(online)} transitions in {run}")

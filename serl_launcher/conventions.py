@@ -110,6 +110,9 @@ class StateLayout:
         """The layout of the fields `names` an env's config chose, in `known`'s order whatever
         order they were given in: ValueError unless each is one of `known` (the fields `owner`
         offers), given once, and every `required` one is among them."""
+        if isinstance(names, str):
+            raise ValueError(f"state_fields {names!r} is one string; give a tuple of field names, e.g. "
+                             f"state_fields=('tcp_pose', 'tcp_vel', 'gripper_pose') (with --set, quoted)")
         names = tuple(names)
         unknown = [n for n in names if n not in known]
         repeated = sorted({n for n in names if names.count(n) > 1})

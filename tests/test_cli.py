@@ -61,6 +61,24 @@ def test_a_users_own_file_by_config_or_exp_name_is_the_same_experiment(driver):
     assert a["utd"] == b["utd"] == 2
 
 
+def test_a_whole_config_dict_given_as_an_override_reaches_the_children_as_a_literal(driver):
+    result = driver("--config", "experiments/pick_cube_sim/config.py",
+                    "--config.learner.distributed={'coordinator': 'h:1', 'num_processes': 2, 'process_id': 0}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    overrides = json.loads(result.stdout.strip().splitlines()[-1])["overrides"]
+    assert overrides == ["learner.distributed={'coordinator': 'h:1', 'num_processes': 2, 'process_id': 0}"]
+
+
+def test_a_config_file_imports_its_neighbours_as_with_exp_name(tmp_path, driver):
+    (tmp_path / "my_settings.py").write_text("UTD = 3\n")
+    own = tmp_path / "task.py"
+    own.write_text((REPO / "examples" / "own_env.py").read_text().replace(
+        "c.agent.utd_ratio = 4", "from my_settings import UTD\n    c.agent.utd_ratio = UTD"))
+    result = driver("--config", str(own), "--config.agent.batch_size=64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["utd"] == 3
+
+
 @pytest.mark.parametrize("args, message", [
     ((), "name the experiment: --exp_name"),
     (("--exp_name", "pick_cube_sim", "--config", "experiments/pick_cube_sim/config.py"), "both name the experiment"),
@@ -69,6 +87,10 @@ def test_a_users_own_file_by_config_or_exp_name_is_the_same_experiment(driver):
     (("--config.agent.utd_ratio=3", "--config", "experiments/pick_cube_sim/config.py"), "before a value for --config"),
     (("--exp_name", "pick_cube_sim", "--set", "agent.nope=3"), "no config key 'nope'"),
     (("--exp_name", "no_such_experiment"), "unknown experiment 'no_such_experiment'"),
+    (("--config", "experiments/pick_cube_sim"), "is a folder: give its config file"),
+    (("--config", "experiments/pick_cube_sim", "--config.agent.utd_ratio=3"), "cannot read the config file"),
+    (("--config", "/no/such/file.py", "--config.agent.utd_ratio=3"), "cannot read the config file"),
+    (("--config", "experiments/pick_cube_sim/config.py", "--config.agent.utd_ratio.x=1"), "does not exist"),
 ])
 def test_bad_experiment_flags_are_one_line_errors(driver, args, message):
     result = driver(*args)

@@ -52,5 +52,7 @@ def test_a_chosen_state_layout_keeps_the_offered_order_and_refuses_bad_choices()
                            (("tcp_pose", "tcp_pose"), r"given twice \['tcp_pose'\]")):
         with pytest.raises(ValueError, match=f"{problem}; RealArmEnv offers"):
             StateLayout.choose(names, known, owner="RealArmEnv")
+    with pytest.raises(ValueError, match="is one string; give a tuple"):  # --set env.state_fields=tcp_pose
+        StateLayout.choose("tcp_pose", known)
     with pytest.raises(ValueError, match=r"missing \['gripper_pose'\].*needs \['gripper_pose'\]"):
         StateLayout.choose(("tcp_pose",), known, required=("gripper_pose",))

@@ -101,7 +101,7 @@ def test_real_arm_template_runs_against_the_mujoco_robot_server(tmp_path):
         assert obs["front"].shape == obs["wrist"].shape == (128, 128, 3)
         assert env.observation_space.contains(obs)
         # The learner's view: the same spaces without opening a camera or asking the server.
-        assert exp.make_spaces(config) == env_spaces(env)
+        assert exp.make_spaces(config) == env_spaces(env) and env_spaces(env).state_layout is not None
         config.agent.encoder.allow_random_frozen = True  # no pretrained weights in the tests
         agent = SACAgent.create(jax.random.PRNGKey(0), env.observation_space, env.action_space, config.agent)
         del agent  # the paper-sized agent builds for this env's spaces

@@ -60,7 +60,8 @@ def make_sim_run(folder, config) -> None:
 def test_so101_real_has_the_sim_tasks_spaces_and_refuses_another_runs_checkpoint(tmp_path):
     sim, real = load_experiment(SIM), load_experiment(REAL)
     sim_config, real_config = sim.get_config(), real.get_config()
-    assert sim.make_spaces(sim_config) == real.make_spaces(real_config)  # the spaces and the state's fields
+    sim_spaces = sim.make_spaces(sim_config)
+    assert sim_spaces == real.make_spaces(real_config) and sim_spaces.state_layout is not None  # and the fields
     assert real_config.agent.to_dict() == sim_config.agent.to_dict()
     # A state-based sim run has other spaces: continuing from it is refused, naming them.
     state = load_experiment("so101_pick_cube_sim")

@@ -530,7 +530,8 @@ def test_a_failing_spool_disk_drops_oldest_and_keeps_the_queue_consistent(tmp_pa
 
 def test_a_store_written_with_other_state_fields_refuses_to_resume(tmp_path):
     from serl_launcher.conventions import StateLayout
-    from serl_launcher.data.store import StoreRecoveryError
+    from serl_launcher.data.replay_buffer import BufferFormatError
+    from serl_launcher.data.store import StoreRecoveryError, check_buffer_layout
 
     size = make_spaces()[0]["state"].shape[0]
     first = StateLayout((("a", 1), ("b", size - 1)))
@@ -541,5 +542,16 @@ def test_a_store_written_with_other_state_fields_refuses_to_resume(tmp_path):
     resumed = store(tmp_path / "s", state_layout=first, resuming=True)  # the same fields: resumes
     assert len(resumed.online) == 5
     resumed.close()
+    other = StateLayout((("b", size - 1), ("a", 1)))
     with pytest.raises(StoreRecoveryError, match=r"hold states of the fields \[a \(1\), b .*this env's state is \[b"):
-        store(tmp_path / "s", state_layout=StateLayout((("b", size - 1), ("a", 1))), resuming=True)
+        store(tmp_path / "s", state_layout=other, resuming=True)
+    # What reads a run's buffers without resuming it (export --run, train_bc --hg_dagger) checks the same.
+    check_buffer_layout(tmp_path / "s", first)
+    with pytest.raises(BufferFormatError, match="hold states of the fields"):
+        check_buffer_layout(tmp_path / "s", other)
+    # A store from before stores named their fields resumes with a warning that they are not checked.
+    state = json.loads((tmp_path / "s" / "store.json").read_text())
+    del state["state_layout"]
+    (tmp_path / "s" / "store.json").write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="does not name its buffers' state fields"):
+        store(tmp_path / "s", state_layout=other, resuming=True).close()

@@ -20,7 +20,8 @@ def get_config() -> config_dict.ConfigDict:
     # Where the hole is from the peg's tip, not where it is in the base frame: with the absolute
     # position the same recipe did not reach 90 % in 5 min on 3 seeds; with the offset it did
     # (benchmarks/README.md, "Task suite"). Force and torque stay in the state. Demos recorded
-    # with hole_pos have the same size: the learner refuses them (demo files name their fields).
+    # with hole_pos have the same size: re-record them. Files written since demo files name their
+    # fields are refused; older ones load with a warning that their fields are not checked.
     c.env.state_fields = ("tcp_pose", "tcp_vel", "gripper_pose", "tcp_force", "tcp_torque", "hole_offset")
     # pick_cube_sim's recipe (screened on the distributed path) without the grasp critic: the
     # hand holds the peg, so the gripper command does nothing.

@@ -99,6 +99,8 @@ def motion_limits(backend) -> MotionLimits | None:
     """The limits from the flags; None: the backend's own (the server refuses when it has none)."""
     box = None
     _, config = cli.load(required=False)  # --exp_name / --config: the experiment whose box bounds every pose
+    if config is None and cli.overrides():
+        raise app.UsageError("--set changes an experiment's config: name the experiment (--exp_name or --config)")
     if config is not None:
         env = config.env
         if "workspace_low" not in env or "workspace_high" not in env:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ def gather_episodes(demo_paths, run_buffers, observation_space, action_space, re
     BufferFormatError / FileNotFoundError name a bad source."""
     from serl_launcher.data.demos import DemoReading, load_demos
     from serl_launcher.data.replay_buffer import ReplayBuffer
+    from serl_launcher.data.store import check_buffer_layout
 
     episodes, sources = [], []
     for path in demo_paths:
@@ -71,6 +73,7 @@ def gather_episodes(demo_paths, run_buffers, observation_space, action_space, re
         episodes += found
         sources.append(f"{len(found)} episodes from {path}")
     for folder in run_buffers:
+        check_buffer_layout(Path(folder).parent, state_layout)  # <run>/buffers names the state's fields
         buffer = ReplayBuffer.load(folder, observation_space, action_space)
         found = split_episodes(buffer.transitions())
         episodes += found

@@ -33,6 +33,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -164,15 +165,10 @@ class DataStore:
             return report
         else:
             state = self._read_state(state_path, salvage, report)  # refuses, or salvages
-        if state.get("state_layout") is not None and self.state_layout is not None:
-            try:
-                recorded = StateLayout.from_json(state["state_layout"])
-            except ValueError as error:
-                raise StoreRecoveryError(f"{state_path}: {error}") from None
-            if recorded != self.state_layout:
-                raise StoreRecoveryError(
-                    f"{root}: its buffers hold states of the fields {recorded}, this env's state is "
-                    f"{self.state_layout}: resume with the run's env.state_fields, or start a new run")
+        try:
+            check_buffer_layout(root, self.state_layout, state)
+        except BufferFormatError as error:
+            raise StoreRecoveryError(str(error)) from None
         self._lsn = state_lsn = int(state.get("lsn", 0))
         for actor, session, nxt in state.get("sessions", []):
             self._sessions[(actor, session)] = int(nxt)
@@ -403,3 +399,32 @@ class DataStore:
         for lost in r["lost"]:
             text += f"\n  LOST: {lost}"
         return text
+
+
+def check_buffer_layout(directory: str | os.PathLike, expected: StateLayout | None,
+                        state: Mapping[str, Any] | None = None) -> None:
+    """BufferFormatError when the store in `directory` (a run's ``buffers`` folder; `state`: its
+    state file's content, read when not given) holds states of other fields than `expected`; a
+    warning when it names none (written before stores recorded them). Nothing to check when
+    `expected` is None or the folder has no state file."""
+    if expected is None:
+        return
+    path = Path(directory) / STATE_FILE
+    if state is None:
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as error:
+            raise BufferFormatError(f"{path} is unreadable ({error})") from None
+    if not isinstance(state, Mapping) or state.get("state_layout") is None:
+        warnings.warn(f"{path} does not name its buffers' state fields (written before stores recorded them), "
+                      f"so they are taken to be this env's {expected} unchecked", stacklevel=2)
+        return
+    try:
+        recorded = StateLayout.from_json(state["state_layout"])
+    except ValueError as error:
+        raise BufferFormatError(f"{path}: {error}") from None
+    if recorded != expected:
+        raise BufferFormatError(f"{directory}: its buffers hold states of the fields {recorded}, this env's state is "
+                                f"{expected}: use the run's env.state_fields, or start a new run")
