@@ -26,4 +26,10 @@ from experiments.pick_place_sim.config import make_expert  # noqa: F401  (the sa
 def get_config() -> config_dict.ConfigDict:
     from sim_envs.panda_pick_place import default_config as env_config
 
-    return pick_cube_sim_vision.on_task("pick_place_sim_vision", "PandaPickPlaceVision-v0", env_config())
+    c = pick_cube_sim_vision.on_task("pick_place_sim_vision", "PandaPickPlaceVision-v0", env_config())
+    # A success only when p >= 0.95 on 5 steps in a row. With pick-cube's 0.9 on 2 the policy
+    # learnt frames the classifier passed: episodes ended after 11-25 steps with reward 1 while the
+    # simulator said 0 % (classifier hacking; benchmarks/README.md, "Task suite").
+    c.classifier.threshold = 0.95
+    c.classifier.success_confirm = 5
+    return c
